@@ -1,0 +1,9 @@
+export { PartitionedRateLimiterError } from "./partitioned-rate-limiter-error.js";
+export { ConfigError } from "./config-error.js";
+export { PlanMismatchError } from "./plan-mismatch-error.js";
+export { PlanMissingError } from "./plan-missing-error.js";
+export { CostExceedsLimitError } from "./cost-exceeds-limit-error.js";
+export { QueueFullError } from "./queue-full-error.js";
+export { LimiterClosedError } from "./limiter-closed-error.js";
+export { TimeoutError } from "./timeout-error.js";
+export { BackendError } from "./backend-error.js";

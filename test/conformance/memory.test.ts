@@ -1,0 +1,25 @@
+import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
+import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { describeLeaseBackendConformance } from "./lease-backend-conformance.js";
+
+const clock = new VirtualClock();
+const backend = new MemoryLeaseBackend({ clock });
+
+describeLeaseBackendConformance(
+  "memory (virtual time)",
+  async () => ({
+    backend,
+    // In-process clients of one "server": the same store, as separate connections would see it.
+    newClient: async () => backend,
+    ttlMs: 1000,
+    graceMs: 1000,
+    wait: (ms) => clock.advance(ms),
+    stall: async () => {
+      const resume = backend.stall();
+      return async () => resume();
+    },
+  }),
+  async () => {
+    await backend.close();
+  },
+);

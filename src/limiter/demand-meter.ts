@@ -1,0 +1,35 @@
+/**
+ * DemandMeter counts units wanted over the last interval (admitted plus refused), in ten buckets
+ * of `intervalMs / 10`, to size how many partitions to hold.
+ */
+export class DemandMeter {
+  private readonly buckets = new Float64Array(10);
+  private readonly bucketMs: number;
+  private currentBucket = -Infinity;
+
+  constructor(intervalMs: number) {
+    this.bucketMs = intervalMs / 10;
+  }
+
+  /** Adds `micro` wanted at `now`. */
+  record(micro: number, now: number): void {
+    this.roll(now);
+    this.buckets[((this.currentBucket % 10) + 10) % 10]! += micro;
+  }
+
+  /** Micro-units wanted over the last interval. */
+  total(now: number): number {
+    this.roll(now);
+    let sum = 0;
+    for (const b of this.buckets) sum += b;
+    return sum;
+  }
+
+  private roll(now: number): void {
+    const bucket = Math.floor(now / this.bucketMs);
+    if (bucket === this.currentBucket) return;
+    if (bucket - this.currentBucket >= 10) this.buckets.fill(0);
+    else for (let b = this.currentBucket + 1; b <= bucket; b++) this.buckets[((b % 10) + 10) % 10] = 0;
+    this.currentBucket = bucket;
+  }
+}

@@ -1,0 +1,10 @@
+export { PartitionedRateLimiter } from "./partitioned-rate-limiter.js";
+export type { AcquireOptions, ScheduleOptions, LimiterStats, ThrottleReport } from "./partitioned-rate-limiter.js";
+export type { PartitionedRateLimiterOptions, QueuePolicy } from "./options.js";
+export { minimumSafetyMarginMs } from "./options.js";
+export type * from "./events.js";
+export { systemClock } from "./clock.js";
+export type { Clock, TimerHandle } from "./clock.js";
+export { VirtualClock } from "./virtual-clock.js";
+export type { Plan } from "./plan.js";
+export { canonicalPlan, partitionPools } from "./plan.js";

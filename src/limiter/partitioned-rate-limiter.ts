@@ -1,0 +1,412 @@
+import { EventEmitter } from "node:events";
+import { ConfigError } from "../errors/config-error.js";
+import { CostExceedsLimitError } from "../errors/cost-exceeds-limit-error.js";
+import { LimiterClosedError } from "../errors/limiter-closed-error.js";
+import { QueueFullError } from "../errors/queue-full-error.js";
+import { TimeoutError } from "../errors/timeout-error.js";
+import type { TimerHandle } from "./clock.js";
+import { DemandMeter } from "./demand-meter.js";
+import type { PartitionedRateLimiterEvents } from "./events.js";
+import { LeaseManager } from "./lease-manager.js";
+import { resolveOptions, type PartitionedRateLimiterOptions, type ResolvedOptions } from "./options.js";
+import { Pacer } from "./pacer.js";
+import { costToMicro, microToUnits } from "./units.js";
+import { optionalObject, optionalSignal } from "./validate.js";
+import { WaitQueue, type Waiter } from "./wait-queue.js";
+
+/** Options of {@link PartitionedRateLimiter.acquire}. */
+export interface AcquireOptions {
+  /** Gives up waiting; the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Gives up after this many ms with a TimeoutError (at once if it cannot be met). */
+  timeoutMs?: number;
+  /** Higher goes first (default 0); FIFO within a priority. */
+  priority?: number;
+}
+
+/** Options of {@link PartitionedRateLimiter.schedule}. */
+export interface ScheduleOptions extends AcquireOptions {
+  /** Units the call costs (default 1). */
+  cost?: number;
+}
+
+/** A snapshot of a limiter's state and counters, from {@link PartitionedRateLimiter.stats}. */
+export interface LimiterStats {
+  readonly resource: string;
+  readonly holderId: string;
+  /** Partitions usable now. */
+  readonly heldPartitions: number;
+  /** Their indexes. */
+  readonly partitions: readonly number[];
+  /** Units per interval held now (held partitions × limit / partitions). */
+  readonly capacity: number;
+  /** The adaptive pace factor (1 = full pace). */
+  readonly rateFactor: number;
+  /** ms left of a pause from a Retry-After, 0 if none. */
+  readonly pausedForMs: number;
+  /** Waiters queued and their units. */
+  readonly queueLength: number;
+  readonly queuedUnits: number;
+  /** Admissions and their units. */
+  readonly admitted: number;
+  readonly admittedUnits: number;
+  /** Admissions that had to wait in the queue. */
+  readonly waited: number;
+  /** tryAcquire calls refused. */
+  readonly denied: number;
+  /** Waiters refused or dropped because the queue was full. */
+  readonly rejected: number;
+  readonly dropped: number;
+  /** Waiters that timed out or were aborted. */
+  readonly timedOut: number;
+  readonly aborted: number;
+  /** Lease activity. */
+  readonly leasesAcquired: number;
+  readonly leasesRenewed: number;
+  readonly leasesReleased: number;
+  readonly leasesLost: number;
+  readonly backendErrors: number;
+  /** Throttles reported by the service. */
+  readonly throttles: number;
+  readonly closed: boolean;
+}
+
+/** Information given to {@link PartitionedRateLimiter.reportThrottle}. */
+export interface ThrottleReport {
+  /** The service's Retry-After in ms; admissions pause that long. */
+  retryAfterMs?: number;
+}
+
+/**
+ * PartitionedRateLimiter admits work against a quota shared by many processes: `limit` units per
+ * `intervalMs`, split into `partitions` leased through a backend. Admission decisions are local
+ * and in memory; the backend sees only lease traffic (about `held × 3 / ttl` calls per second).
+ *
+ * The promise: across all processes, admissions in any window of `intervalMs` never exceed
+ * `limit`, through crashes, pauses, lost renewals, outages and wall-clock jumps (see README for
+ * the exact conditions).
+ */
+export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterEvents> {
+  private readonly o: ResolvedOptions;
+  private readonly pacer: Pacer;
+  private readonly queue = new WaitQueue();
+  private readonly meter: DemandMeter;
+  private readonly manager: LeaseManager;
+  private readonly maxMicro: number;
+  private drainTimer: TimerHandle | undefined;
+  private drainAt = Infinity;
+  private closing: Promise<void> | null = null;
+  private failure: unknown = null;
+  private readonly onSignalAbort = () => void this.close();
+  private counts = { admitted: 0, admittedMicro: 0, waited: 0, denied: 0, rejected: 0, dropped: 0, timedOut: 0, aborted: 0, throttles: 0 };
+
+  /** Creates a limiter and starts taking leases in the background; throws ConfigError for bad options. */
+  constructor(options: PartitionedRateLimiterOptions) {
+    super();
+    this.o = resolveOptions(options);
+    this.pacer = new Pacer(this.o.sliceMicro);
+    this.meter = new DemandMeter(this.o.plan.intervalMs);
+    this.maxMicro = this.o.maxPartitions * this.o.sliceMicro;
+    this.manager = new LeaseManager(this.o, this.pacer, {
+      wantedMicro: (now) => this.meter.total(now) + this.queue.queuedMicro,
+      hasWaiters: () => this.queue.length > 0,
+      capacityChanged: () => this.drain(),
+      planFailed: (error) => this.fail(error),
+      emit: (event, ...args) => (this.emit as (name: string, ...rest: unknown[]) => boolean)(event, ...args),
+    });
+    if (this.o.signal?.aborted) {
+      this.closing = Promise.resolve();
+      return;
+    }
+    this.o.signal?.addEventListener("abort", this.onSignalAbort, { once: true });
+    this.manager.start();
+  }
+
+  /** The resource name. */
+  get resource(): string {
+    return this.o.resource;
+  }
+
+  /** This instance's holder id in the backend. */
+  get holderId(): string {
+    return this.o.holderId;
+  }
+
+  /** Units per interval held right now: usable partitions × `limit / partitions`. */
+  get capacity(): number {
+    const now = this.o.clock.now();
+    let usable = 0;
+    for (const p of this.pacer.partitions) if (p.usable(now)) usable++;
+    return usable * this.o.partitionCapacity;
+  }
+
+  /**
+   * Admits `cost` units (default 1) now if held capacity allows, without waiting and without any
+   * network call. False when there is no room now (or others are queued ahead). Throws
+   * ConfigError for a bad cost, CostExceedsLimitError for a cost that can never pass, and
+   * LimiterClosedError after close.
+   */
+  tryAcquire(cost = 1): boolean {
+    const micro = this.checkCost(cost, "tryAcquire(cost)");
+    if (this.closing) throw this.closedError();
+    const now = this.o.clock.now();
+    if (this.queue.length === 0 && this.pacer.tryTake(micro, now)) {
+      this.admitted(micro, now);
+      return true;
+    }
+    this.counts.denied++;
+    this.meter.record(micro, now);
+    this.manager.wake(now);
+    return false;
+  }
+
+  /**
+   * Resolves when `cost` units (default 1) are admitted. Waits in a bounded priority queue.
+   * Rejects with the signal's reason on abort, TimeoutError after `timeoutMs` (at once when even
+   * all the capacity this limiter may hold could not admit it in time), QueueFullError when the
+   * queue is full, CostExceedsLimitError, ConfigError or LimiterClosedError.
+   */
+  acquire(cost = 1, options?: AcquireOptions): Promise<void> {
+    try {
+      const micro = this.checkCost(cost, "acquire(cost)");
+      const opts = optionalObject("acquire(options)", options);
+      const signal = optionalSignal("acquire(options.signal)", opts.signal);
+      const timeoutMs = opts.timeoutMs === undefined ? undefined : checkNumber("acquire(options.timeoutMs)", opts.timeoutMs, 0);
+      const priority = opts.priority === undefined ? 0 : checkNumber("acquire(options.priority)", opts.priority, -Infinity);
+      if (this.closing) return Promise.reject(this.closedError());
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      const now = this.o.clock.now();
+      if (this.queue.length === 0 && this.pacer.tryTake(micro, now)) {
+        this.admitted(micro, now);
+        return Promise.resolve();
+      }
+      return this.enqueue(micro, now, signal, timeoutMs, priority);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Runs `fn` once `options.cost` units (default 1) are admitted; resolves or rejects with its result. */
+  async schedule<T>(fn: () => T | PromiseLike<T>, options?: ScheduleOptions): Promise<T> {
+    if (typeof fn !== "function") throw new ConfigError("schedule(fn)", fn, "a function");
+    const opts = optionalObject("schedule(options)", options);
+    await this.acquire((opts.cost ?? 1) as number, opts as AcquireOptions);
+    return fn();
+  }
+
+  /**
+   * Tells the limiter the service throttled a request. Emits `"throttled"`; with `retryAfterMs`,
+   * admissions pause that long. Adaptive control (see `AdaptiveRateController`) listens to it.
+   */
+  reportThrottle(report: ThrottleReport = {}): void {
+    const opts = optionalObject("reportThrottle(report)", report);
+    const retryAfterMs = opts.retryAfterMs === undefined ? null : checkNumber("reportThrottle(report.retryAfterMs)", opts.retryAfterMs, 0);
+    this.counts.throttles++;
+    if (retryAfterMs !== null && retryAfterMs > 0) this.pauseFor(retryAfterMs);
+    this.emit("throttled", { retryAfterMs });
+  }
+
+  /** Admits nothing for `ms` milliseconds (a Retry-After). Pauses only ever lengthen. */
+  pauseFor(ms: number): void {
+    const duration = checkNumber("pauseFor(ms)", ms, 0);
+    this.pacer.pauseUntil(this.o.clock.now() + duration);
+    this.drain();
+  }
+
+  /**
+   * Scales the pace to `factor` × held capacity (0 < factor ≤ 1), for adaptive slow-down. Lowering
+   * it is always safe; it never raises the pace above what is held.
+   */
+  setRateFactor(factor: number): void {
+    const f = checkNumber("setRateFactor(factor)", factor, 0);
+    if (f <= 0 || f > 1) throw new ConfigError("setRateFactor(factor)", factor, "a number > 0 and <= 1");
+    this.pacer.setRateFactor(f);
+    this.drain();
+  }
+
+  /** A snapshot of state and counters. */
+  stats(): LimiterStats {
+    const now = this.o.clock.now();
+    const usable = this.pacer.partitions.filter((p) => p.usable(now));
+    const c = this.counts;
+    const m = this.manager.counters;
+    return {
+      resource: this.o.resource,
+      holderId: this.o.holderId,
+      heldPartitions: usable.length,
+      partitions: usable.map((p) => p.partition).sort((a, b) => a - b),
+      capacity: usable.length * this.o.partitionCapacity,
+      rateFactor: this.pacer.factor,
+      pausedForMs: Math.max(0, this.pacer.pauseEnd - now),
+      queueLength: this.queue.length,
+      queuedUnits: microToUnits(this.queue.queuedMicro),
+      admitted: c.admitted,
+      admittedUnits: microToUnits(c.admittedMicro),
+      waited: c.waited,
+      denied: c.denied,
+      rejected: c.rejected,
+      dropped: c.dropped,
+      timedOut: c.timedOut,
+      aborted: c.aborted,
+      leasesAcquired: m.acquired,
+      leasesRenewed: m.renewed,
+      leasesReleased: m.released,
+      leasesLost: m.lost,
+      backendErrors: m.backendErrors,
+      throttles: c.throttles,
+      closed: this.closing !== null,
+    };
+  }
+
+  /**
+   * Stops admitting, rejects waiters with LimiterClosedError, and releases every lease once its
+   * last slice has passed (at most one slice, about `intervalMs / slicesPerInterval`). Leaves no
+   * timer behind. Idempotent. The backend is not closed: it may be shared.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.o.signal?.removeEventListener("abort", this.onSignalAbort);
+    const error = this.closedError();
+    this.closing = this.manager.close();
+    this.clearDrainTimer();
+    for (const waiter of this.queue.drainAll()) {
+      waiter.cleanup();
+      waiter.reject(error);
+    }
+    return this.closing;
+  }
+
+  private closedError(): unknown {
+    return this.failure ?? new LimiterClosedError(this.o.resource);
+  }
+
+  private fail(error: unknown): void {
+    this.failure = error;
+    void this.close();
+  }
+
+  private checkCost(cost: unknown, option: string): number {
+    if (typeof cost !== "number" || !(cost > 0) || cost === Infinity) {
+      throw new ConfigError(option, cost, "a finite number > 0");
+    }
+    const micro = costToMicro(cost);
+    if (micro > this.maxMicro) throw new CostExceedsLimitError(cost, microToUnits(this.maxMicro));
+    return micro;
+  }
+
+  private admitted(micro: number, now: number): void {
+    this.counts.admitted++;
+    this.counts.admittedMicro += micro;
+    this.meter.record(micro, now);
+  }
+
+  private enqueue(micro: number, now: number, signal: AbortSignal | undefined, timeoutMs: number | undefined, priority: number): Promise<void> {
+    if (timeoutMs !== undefined) {
+      // Even holding every partition it may, the limiter admits at most maxMicro per slice.
+      const ahead = this.queue.queuedMicro + micro;
+      const slicesNeeded = Math.ceil(ahead / this.maxMicro) - 1;
+      if (slicesNeeded * this.o.sliceMs > timeoutMs) {
+        this.counts.timedOut++;
+        return Promise.reject(new TimeoutError("acquire", timeoutMs, `${microToUnits(ahead)} units are queued; the fastest this limiter can admit them takes ${Math.ceil(slicesNeeded * this.o.sliceMs)} ms`));
+      }
+    }
+    if (this.queue.length >= this.o.maxQueued) {
+      const victim = this.o.queuePolicy === "drop-oldest" ? this.queue.lowestOldest() : undefined;
+      if (!victim || victim.priority > priority || this.o.maxQueued === 0) {
+        this.counts.rejected++;
+        return Promise.reject(new QueueFullError(this.o.maxQueued));
+      }
+      this.queue.remove(victim);
+      victim.cleanup();
+      this.counts.dropped++;
+      victim.reject(new QueueFullError(this.o.maxQueued, true));
+    }
+    return new Promise<void>((resolve, reject) => {
+      let timer: TimerHandle | undefined;
+      const onAbort = () => {
+        if (this.queue.remove(waiter)) {
+          waiter.cleanup();
+          this.counts.aborted++;
+          reject(signal!.reason);
+          this.drain();
+        }
+      };
+      const waiter: Waiter = {
+        micro,
+        priority,
+        enqueuedAt: now,
+        resolve,
+        reject,
+        cleanup: () => {
+          if (timer !== undefined) this.o.clock.clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      if (timeoutMs !== undefined) {
+        timer = this.o.clock.setTimeout(() => {
+          timer = undefined;
+          if (this.queue.remove(waiter)) {
+            waiter.cleanup();
+            this.counts.timedOut++;
+            reject(new TimeoutError("acquire", timeoutMs));
+            this.drain();
+          }
+        }, timeoutMs);
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.queue.push(waiter);
+      this.manager.refreshKeepAlive();
+      this.manager.wake(now);
+      this.drain();
+    });
+  }
+
+  /** Admits queued waiters in order while capacity allows; sets one timer for when it next may. */
+  private drain(): void {
+    if (this.closing) return;
+    const now = this.o.clock.now();
+    let head = this.queue.peek();
+    while (head && this.pacer.tryTake(head.micro, now)) {
+      this.queue.shift();
+      head.cleanup();
+      this.admitted(head.micro, now);
+      this.counts.waited++;
+      head.resolve();
+      head = this.queue.peek();
+    }
+    if (!head) {
+      this.clearDrainTimer();
+      this.manager.refreshKeepAlive();
+      return;
+    }
+    this.manager.wake(now);
+    const at = this.pacer.nextAdmissionAt(head.micro, now);
+    if (at === Infinity) {
+      // Nothing held can admit it: the lease manager calls back when capacity arrives.
+      this.clearDrainTimer();
+      return;
+    }
+    if (this.drainTimer !== undefined && this.drainAt <= at) return;
+    this.clearDrainTimer();
+    this.drainAt = at;
+    // Never 0 ms past an estimate that did not admit: avoids a spin on float edges.
+    this.drainTimer = this.o.clock.setTimeout(() => {
+      this.drainTimer = undefined;
+      this.drainAt = Infinity;
+      this.drain();
+    }, Math.max(at - now, 0.05));
+  }
+
+  private clearDrainTimer(): void {
+    if (this.drainTimer !== undefined) this.o.clock.clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
+    this.drainAt = Infinity;
+  }
+}
+
+function checkNumber(option: string, value: unknown, min: number): number {
+  if (typeof value !== "number" || Number.isNaN(value) || value < min || (min === 0 && !Number.isFinite(value))) {
+    throw new ConfigError(option, value, min === -Infinity ? "a number" : `a finite number >= ${min}`);
+  }
+  return value;
+}

@@ -5,3 +5,5 @@ export { RedisLeaseBackend } from "./redis.js";
 export type { RedisLeaseBackendOptions } from "./redis.js";
 export { RedlockLeaseBackend } from "./redlock.js";
 export type { RedlockLeaseBackendOptions } from "./redlock.js";
+export { AzureBlobLeaseBackend } from "./azure-blob.js";
+export type { AzureBlobLeaseBackendOptions } from "./azure-blob.js";

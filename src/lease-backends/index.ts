@@ -7,3 +7,5 @@ export { RedlockLeaseBackend } from "./redlock.js";
 export type { RedlockLeaseBackendOptions } from "./redlock.js";
 export { AzureBlobLeaseBackend } from "./azure-blob.js";
 export type { AzureBlobLeaseBackendOptions } from "./azure-blob.js";
+export { EtcdLeaseBackend } from "./etcd.js";
+export type { EtcdLeaseBackendOptions } from "./etcd.js";

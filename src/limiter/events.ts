@@ -44,6 +44,14 @@ export interface BackendCallEvent {
   readonly ok: boolean;
 }
 
+/** Payload of the `"admitted"` event: one admission, with how long it waited in the queue. */
+export interface AdmittedEvent {
+  /** Units admitted. */
+  readonly cost: number;
+  /** ms from the `acquire()` call to the admission; 0 when admitted without queueing. */
+  readonly waitedMs: number;
+}
+
 /** The events of a PartitionedRateLimiter, name → listener arguments. */
 export interface PartitionedRateLimiterEvents {
   acquired: [AcquiredEvent];
@@ -53,4 +61,5 @@ export interface PartitionedRateLimiterEvents {
   "backend-error": [BackendErrorEvent];
   "backend-call": [BackendCallEvent];
   throttled: [ThrottledEvent];
+  admitted: [AdmittedEvent];
 }

@@ -127,6 +127,16 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     return this.o.resource;
   }
 
+  /** The quota's `limit`: units allowed in any window of {@link intervalMs} across all processes. */
+  get limit(): number {
+    return this.o.plan.limit;
+  }
+
+  /** The quota's window in ms. */
+  get intervalMs(): number {
+    return this.o.plan.intervalMs;
+  }
+
   /** This instance's holder id in the backend. */
   get holderId(): string {
     return this.o.holderId;
@@ -151,7 +161,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     if (this.closing) throw this.closedError();
     const now = this.o.clock.now();
     if (this.queue.length === 0 && this.pacer.tryTake(micro, now)) {
-      this.admitted(micro, now);
+      this.admitted(micro, now, now);
       return true;
     }
     this.counts.denied++;
@@ -177,7 +187,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       if (signal?.aborted) return Promise.reject(signal.reason);
       const now = this.o.clock.now();
       if (this.queue.length === 0 && this.pacer.tryTake(micro, now)) {
-        this.admitted(micro, now);
+        this.admitted(micro, now, now);
         return Promise.resolve();
       }
       return this.enqueue(micro, now, signal, timeoutMs, priority);
@@ -294,10 +304,12 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     return micro;
   }
 
-  private admitted(micro: number, now: number): void {
+  private admitted(micro: number, now: number, since: number): void {
     this.counts.admitted++;
     this.counts.admittedMicro += micro;
     this.meter.record(micro, now);
+    // Checked first so the hot path builds no payload when nobody (e.g. metrics) listens.
+    if (this.listenerCount("admitted") > 0) this.emit("admitted", { cost: microToUnits(micro), waitedMs: now - since });
   }
 
   private enqueue(micro: number, now: number, signal: AbortSignal | undefined, timeoutMs: number | undefined, priority: number): Promise<void> {
@@ -369,7 +381,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     while (head && this.pacer.tryTake(head.micro, now)) {
       this.queue.shift();
       head.cleanup();
-      this.admitted(head.micro, now);
+      this.admitted(head.micro, now, head.enqueuedAt);
       this.counts.waited++;
       head.resolve();
       head = this.queue.peek();

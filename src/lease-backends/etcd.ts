@@ -55,6 +55,8 @@ type Operation = "ensurePlan" | "readPlan" | "tryAcquire" | "renew" | "release" 
 
 /** A gRPC deadline for calls with only a signal, so an abandoned call cannot linger forever. */
 const DEFAULT_DEADLINE_MS = 30_000;
+/** How much later than the caller's timeout the gRPC deadline falls. */
+const DEADLINE_SLACK_MS = 200;
 /** Candidates per transaction: nested transactions one level per candidate, kept shallow. */
 const CANDIDATES_PER_TXN = 32;
 /** Compare-deletes per sweep transaction, under etcd's default `--max-txn-ops` of 128. */
@@ -524,7 +526,8 @@ export class EtcdLeaseBackend implements LeaseBackend {
     return withDeadline(`etcd backend ${operation}`, opts, async (signal) => {
       if (this.closed) throw new BackendError(this.name, operation, new Error("the backend is closed"));
       // gRPC deadlines are wall-clock instants; they only bound transport, never a lease.
-      const grpc = { deadline: Date.now() + Math.max(0, opts.timeoutMs ?? DEFAULT_DEADLINE_MS) };
+      // The slack lets our own timer win the race, so a timeout is reported as a TimeoutError.
+      const grpc = { deadline: Date.now() + Math.max(0, opts.timeoutMs ?? DEFAULT_DEADLINE_MS) + DEADLINE_SLACK_MS };
       try {
         return await fn(grpc, signal);
       } catch (error) {

@@ -5,3 +5,6 @@
 export * from "./limiter/index.js";
 export * from "./lease-backends/index.js";
 export * from "./errors/index.js";
+export * from "./flow/index.js";
+// Metrics take the prom-client module as an argument: the main entry never imports prom-client.
+export * from "./metrics/index.js";

@@ -1,0 +1,150 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ConfigError } from "../errors/config-error.js";
+import { LimiterClosedError } from "../errors/limiter-closed-error.js";
+import { QueueFullError } from "../errors/queue-full-error.js";
+import { TimeoutError } from "../errors/timeout-error.js";
+import type { PartitionedRateLimiter } from "../limiter/partitioned-rate-limiter.js";
+import { finiteNumber } from "../limiter/validate.js";
+
+/** ShedInfo describes one request answered 503 by {@link loadShedding}. */
+export interface ShedInfo {
+  /** Why: the wait would exceed `maxWaitMs`, the limiter's queue is full, or it is closed. */
+  readonly reason: "timeout" | "queue-full" | "closed";
+  /** The request's cost in units. */
+  readonly cost: number;
+  /** Units queued in the limiter when it was shed. */
+  readonly queuedUnits: number;
+  /** Units per interval the limiter holds now, after its rate factor. */
+  readonly capacity: number;
+  /** The computed Retry-After in whole seconds (>= 1). */
+  readonly retryAfterSeconds: number;
+}
+
+/** LoadSheddingOptions are the options of {@link loadShedding}. */
+export interface LoadSheddingOptions<Req extends IncomingMessage = IncomingMessage> {
+  /** Admits each request. */
+  limiter: PartitionedRateLimiter;
+  /** The longest a request may wait for admission, in ms; beyond it the answer is 503. */
+  maxWaitMs: number;
+  /** Units per request: a number or a function of the request. Default 1. */
+  cost?: number | ((req: Req) => number);
+  /** Limiter queue priority: a number or a function of the request. Default 0. */
+  priority?: number | ((req: Req) => number);
+  /**
+   * Overrides the Retry-After (whole seconds, at least 1 is sent). Default: the limiter's backlog
+   * (queued units plus this cost) divided by its held pace per second, plus any pause, rounded up.
+   */
+  retryAfter?: (info: Omit<ShedInfo, "retryAfterSeconds">) => number;
+  /** Called for each shed request (logging, metrics). */
+  onShed?: (req: Req, info: ShedInfo) => void;
+}
+
+/** A node:http request listener. */
+export type RequestListener<Req extends IncomingMessage = IncomingMessage, Res extends ServerResponse = ServerResponse> = (req: Req, res: Res) => unknown;
+
+/**
+ * LoadShedder is what {@link loadShedding} returns: Express-style middleware `(req, res, next)`,
+ * and a wrapper of a node:http listener, called as `shed(handler)` or `shed.wrap(handler)`.
+ */
+export interface LoadShedder<Req extends IncomingMessage = IncomingMessage> {
+  (req: Req, res: ServerResponse, next: (error?: unknown) => void): void;
+  <Res extends ServerResponse>(handler: RequestListener<Req, Res>): RequestListener<Req, Res>;
+  /** Wraps a node:http request listener: it runs only for admitted requests. */
+  wrap<Res extends ServerResponse>(handler: RequestListener<Req, Res>): RequestListener<Req, Res>;
+}
+
+/**
+ * loadShedding admits each HTTP request through the limiter, waiting at most `maxWaitMs`
+ * (`acquire` with `timeoutMs`), and answers 503 with a `Retry-After` computed from the limiter's
+ * backlog when the wait would be longer, the queue is full (`maxQueued`) or the limiter is
+ * closed, instead of queueing forever. A client that disconnects while queued leaves the queue.
+ * Other errors (e.g. a cost the quota can never admit) go to `next(error)`, or a 500 for a
+ * wrapped listener.
+ */
+export function loadShedding<Req extends IncomingMessage = IncomingMessage>(options: LoadSheddingOptions<Req>): LoadShedder<Req> {
+  if (typeof options !== "object" || options === null) throw new ConfigError("loadShedding(options)", options, "an options object");
+  const { limiter, onShed } = options;
+  if (typeof limiter?.acquire !== "function") throw new ConfigError("loadShedding(options.limiter)", limiter, "a PartitionedRateLimiter");
+  const maxWaitMs = finiteNumber("loadShedding(options.maxWaitMs)", options.maxWaitMs, { min: 0 });
+  const cost = options.cost ?? 1;
+  if (typeof cost !== "function") finiteNumber("loadShedding(options.cost)", cost, { min: 0, minExclusive: true });
+  const priority = options.priority ?? 0;
+
+  const retryAfterSeconds = (info: Omit<ShedInfo, "retryAfterSeconds">, pausedForMs: number): number => {
+    if (options.retryAfter) return Math.max(1, Math.ceil(options.retryAfter(info)));
+    const perSecond = (info.capacity * 1000) / limiter.intervalMs;
+    // Nothing held yet (leases are being taken): one interval is the honest guess.
+    if (!(perSecond > 0)) return Math.max(1, Math.ceil(limiter.intervalMs / 1000));
+    return Math.max(1, Math.ceil(pausedForMs / 1000 + (info.queuedUnits + info.cost) / perSecond));
+  };
+
+  const admit = (req: Req, res: ServerResponse, onAdmitted: () => void, onError: (error: unknown) => void): void => {
+    let units: number;
+    let prio: number;
+    try {
+      units = typeof cost === "function" ? cost(req) : cost;
+      prio = typeof priority === "function" ? priority(req) : priority;
+    } catch (error) {
+      onError(error);
+      return;
+    }
+    const gone = new AbortController();
+    const onClose = () => gone.abort(new Error("client disconnected"));
+    res.once("close", onClose);
+    limiter.acquire(units, { timeoutMs: maxWaitMs, signal: gone.signal, priority: prio }).then(
+      () => {
+        res.off("close", onClose);
+        onAdmitted();
+      },
+      (error: unknown) => {
+        res.off("close", onClose);
+        if (gone.signal.aborted) return;
+        const reason = TimeoutError.is(error) ? "timeout" : QueueFullError.is(error) ? "queue-full" : LimiterClosedError.is(error) ? "closed" : null;
+        if (reason === null) {
+          onError(error);
+          return;
+        }
+        const stats = limiter.stats();
+        const base = { reason, cost: units, queuedUnits: stats.queuedUnits, capacity: stats.capacity * stats.rateFactor } as const;
+        const info: ShedInfo = { ...base, retryAfterSeconds: retryAfterSeconds(base, stats.pausedForMs) };
+        onShed?.(req, info);
+        if (res.headersSent) return;
+        res.statusCode = 503;
+        res.setHeader("Retry-After", String(info.retryAfterSeconds));
+        res.setHeader("Content-Type", "text/plain; charset=utf-8");
+        res.end(`Service overloaded; retry after ${info.retryAfterSeconds} s.\n`);
+      },
+    );
+  };
+
+  const wrap = <Res extends ServerResponse>(handler: RequestListener<Req, Res>): RequestListener<Req, Res> => {
+    if (typeof handler !== "function") throw new ConfigError("loadShedding(...).wrap(handler)", handler, "a request listener (req, res) => void");
+    return (req, res) => {
+      const fail = (error: unknown) => {
+        if (res.headersSent) res.destroy(error instanceof Error ? error : undefined);
+        else {
+          res.statusCode = 500;
+          res.end();
+        }
+      };
+      admit(req, res, () => {
+        try {
+          Promise.resolve(handler(req, res)).catch(fail);
+        } catch (error) {
+          fail(error);
+        }
+      }, fail);
+    };
+  };
+
+  function shedder(req: Req, res: ServerResponse, next: (error?: unknown) => void): void;
+  function shedder<Res extends ServerResponse>(handler: RequestListener<Req, Res>): RequestListener<Req, Res>;
+  function shedder(...args: unknown[]): unknown {
+    if (typeof args[0] === "function") return wrap(args[0] as RequestListener<Req>);
+    const [req, res, next] = args as [Req, ServerResponse, ((error?: unknown) => void) | undefined];
+    if (typeof next !== "function") throw new ConfigError("loadShedding(...)(req, res, next)", next, "a next function (use shed.wrap(handler) for node:http)");
+    admit(req, res, () => next(), (error) => next(error));
+    return undefined;
+  }
+  return Object.assign(shedder, { wrap }) as LoadShedder<Req>;
+}

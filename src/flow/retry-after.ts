@@ -29,7 +29,8 @@ export function parseRetryAfter(value: string | null | undefined, options: Parse
     return Math.min(Number(text) * 1000, maxMs);
   }
   if (!HTTP_DATE.test(text)) return null;
-  const at = Date.parse(text);
+  // asctime() dates carry no zone; HTTP dates are always GMT, so say so rather than read local time.
+  const at = Date.parse(/\d{4}$/.test(text) ? `${text} GMT` : text);
   if (Number.isNaN(at)) return null;
   return Math.min(Math.max(0, at - (options.nowMs ?? Date.now())), maxMs);
 }

@@ -1,0 +1,149 @@
+/**
+ * `npm run bench` (issue #7): partitioned-rate-limiter side by side with rate-limiter-flexible,
+ * bottleneck and p-throttle, all against one redis-server that this script starts on a free
+ * loopback port and stops at the end.
+ *
+ *   npm run bench                      all scenarios, under 5 minutes
+ *   npm run bench -- --quick           a ~1 minute smoke run (shorter phases, smaller grid)
+ *   npm run bench -- --only latency    one scenario (repeatable, or comma-separated)
+ *   npm run bench -- --json            one JSON object on stdout instead of markdown
+ *
+ * Scenarios: throughput, latency, backend-load, accuracy, scale. `latency` and `backend-load`
+ * share one run at the same offered load when both are selected.
+ */
+import { randomBytes } from "node:crypto";
+import { cpus, loadavg, totalmem } from "node:os";
+import { performance } from "node:perf_hooks";
+import { startRedis } from "../test/support/servers/redis.js";
+import { markdownTable, type BenchContext, type ScenarioResult } from "./common.js";
+import { runAccuracy } from "./accuracy.js";
+import { runLoad } from "./load.js";
+import { PEER_CONFIG } from "./peers.js";
+import { runScale } from "./scale.js";
+import { runThroughput } from "./throughput.js";
+
+const SCENARIOS = ["throughput", "latency", "backend-load", "accuracy", "scale"] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+interface Args {
+  quick: boolean;
+  json: boolean;
+  only: Set<Scenario>;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { quick: false, json: false, only: new Set() };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--quick") args.quick = true;
+    else if (arg === "--json") args.json = true;
+    else if (arg === "--only" || arg.startsWith("--only=")) {
+      const value = arg === "--only" ? argv[++i] : arg.slice("--only=".length);
+      if (!value) throw new Error(`--only needs a scenario: one of ${SCENARIOS.join(", ")}`);
+      for (const name of value.split(",")) {
+        if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario "${name}": expected one of ${SCENARIOS.join(", ")}`);
+        args.only.add(name as Scenario);
+      }
+    } else if (arg === "--help" || arg === "-h") {
+      process.stdout.write(`usage: npm run bench -- [--quick] [--json] [--only ${SCENARIOS.join("|")}]\n`);
+      process.exit(0);
+    } else throw new Error(`unknown argument "${arg}" (try --help)`);
+  }
+  if (args.only.size === 0) for (const s of SCENARIOS) args.only.add(s);
+  return args;
+}
+
+function machine(): Record<string, string | number> {
+  const cpu = cpus();
+  return {
+    cpu: cpu[0]?.model ?? "unknown",
+    cores: cpu.length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    // The machine may be shared: a busy neighbour shows up in tail latencies, so say how busy it was.
+    loadAverage1m: Number(loadavg()[0]!.toFixed(2)),
+  };
+}
+
+function render(results: readonly ScenarioResult[], info: Record<string, unknown>): string {
+  const out: string[] = [];
+  out.push(`# partitioned-rate-limiter benchmark${info.quick ? " (--quick)" : ""}`);
+  out.push("");
+  const m = info.machine as Record<string, unknown>;
+  out.push(`Machine: ${String(m.cpu)}, ${String(m.cores)} cores, ${String(m.memoryGiB)} GiB, Node ${String(m.node)}, ${String(m.platform)}; ${String(info.redis)} on loopback. Total ${Number(info.totalSeconds).toFixed(0)} s. Load average (1 min) ${String(m.loadAverage1mAtStart)} at start, ${String(m.loadAverage1m)} at the end (other work on this machine competes for its cores).`);
+  for (const r of results) {
+    out.push("", `## ${r.title}`, "");
+    for (const table of r.tables) out.push(`${table.title}`, "", markdownTable(table), "");
+    if (r.targets.length > 0) {
+      out.push(markdownTable({ title: "", headers: ["target", "goal", "measured", "met"], rows: r.targets.map((t) => [t.what, t.goal, t.measured, t.met ? "yes" : "**no**"]) }), "");
+    }
+    for (const note of r.notes) out.push(`- ${note}`);
+    out.push(`- (${r.seconds.toFixed(0)} s)`);
+  }
+  out.push("", "## How each contender is configured", "");
+  for (const [name, config] of Object.entries(PEER_CONFIG)) out.push(`- **${name}**: ${config}`);
+  return out.join("\n") + "\n";
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const started = performance.now();
+  const startLoad = loadavg()[0]!;
+  const log = (message: string) => process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(1)}s] ${message}\n`);
+  const needsRedis = [...args.only].some((s) => s !== "scale");
+  const redis = needsRedis ? await startRedis() : null;
+  const stop = async () => {
+    await redis?.stop();
+  };
+  process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
+  const results: ScenarioResult[] = [];
+  let redisVersion = "no Redis needed";
+  try {
+    const ctx: BenchContext = {
+      quick: args.quick,
+      redisUrl: redis?.url ?? "",
+      redisPort: redis?.port ?? 0,
+      runId: randomBytes(3).toString("hex"),
+      log,
+    };
+    if (redis) {
+      const { connectRedis, quitRedis } = await import("./common.js");
+      const client = await connectRedis(redis.url);
+      const info = await client.info("server");
+      redisVersion = `redis-server ${/redis_version:(\S+)/.exec(info)?.[1] ?? "?"}`;
+      await quitRedis(client);
+    }
+    log(`${redisVersion}${redis ? ` at ${redis.url}` : ""}; scenarios: ${[...args.only].join(", ")}${args.quick ? " (quick)" : ""}`);
+    if (args.only.has("throughput")) {
+      log("scenario 1: throughput");
+      results.push(await runThroughput(ctx));
+    }
+    if (args.only.has("latency") || args.only.has("backend-load")) {
+      log("scenarios 2-3: latency and backend load at a fixed offered load");
+      results.push(...(await runLoad(ctx, { latency: args.only.has("latency"), backendLoad: args.only.has("backend-load") })));
+    }
+    if (args.only.has("accuracy")) {
+      log("scenario 4: accuracy under sharing (4 processes)");
+      results.push(await runAccuracy(ctx));
+    }
+    if (args.only.has("scale")) {
+      log("scenario 5: coordination scale on virtual time");
+      results.push(await runScale(ctx));
+    }
+  } finally {
+    await stop();
+  }
+  const info = { quick: args.quick, machine: { ...machine(), loadAverage1mAtStart: Number(startLoad.toFixed(2)) }, redis: redisVersion, totalSeconds: (performance.now() - started) / 1000 };
+  if (args.json) process.stdout.write(JSON.stringify({ ...info, scenarios: results }, null, 2) + "\n");
+  else process.stdout.write(render(results, info));
+}
+
+main().then(
+  // Peers' clients may keep sockets or timers; the bench is done.
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);

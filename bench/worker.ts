@@ -5,6 +5,7 @@
  * stops its limiter, sends its counters and exits. test/support/worker.ts does the same for our
  * limiter alone; the bench needs the peers driven by the same request path.
  */
+import { setMaxListeners } from "node:events";
 import { Agent, request } from "node:http";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { COST_HEADER, SENT_AT_HEADER, WORKER_HEADER } from "../test/support/recorder.js";
@@ -77,6 +78,8 @@ async function build(): Promise<Admitter> {
         holderId: `${cfg.id}-${process.pid}`,
       });
       const abort = new AbortController();
+      // Every queued acquire() listens on this one signal; Node warns past 10 listeners by default.
+      setMaxListeners(cfg.concurrency + 10, abort.signal);
       return {
         admit: () => limiter.acquire(1, { signal: abort.signal }),
         stop: async () => {

@@ -112,7 +112,7 @@ async function runOne(ctx: BenchContext, kind: BenchWorkerConfig["kind"], label:
 /** Scenario 4. */
 export async function runAccuracy(ctx: BenchContext): Promise<ScenarioResult> {
   const started = performance.now();
-  const durationMs = ctx.quick ? 8_000 : 30_000;
+  const durationMs = ctx.quick ? 6_000 : 30_000;
   const steadyFromMs = ctx.quick ? 3_000 : 5_000;
   const results: AccuracyResult[] = [];
   // Ours twice: 10 partitions (5 units per partition per slice) and the design's example of 20

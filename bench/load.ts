@@ -172,7 +172,7 @@ async function contenders(ctx: BenchContext, client: Redis): Promise<Array<() =>
 /** Scenarios 2 and 3 (either or both), from one run per contender. */
 export async function runLoad(ctx: BenchContext, which: { latency: boolean; backendLoad: boolean }): Promise<ScenarioResult[]> {
   const started = performance.now();
-  const measureMs = which.backendLoad ? (ctx.quick ? 10_000 : 30_000) : ctx.quick ? 8_000 : 10_000;
+  const measureMs = which.backendLoad ? (ctx.quick ? 6_000 : 30_000) : ctx.quick ? 6_000 : 10_000;
   const warmMs = 2_000;
   const client = await connectRedis(ctx.redisUrl);
   const results: LoadResult[] = [];

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { ConfigError } from "../../errors/config-error.js";
 import type { PartitionedRateLimiter } from "../../limiter/partitioned-rate-limiter.js";
 import type { QueueSource, ReceivedMessage } from "./queue-source.js";
@@ -92,6 +93,8 @@ export function runConsumer<T>(options: ConsumerOptions<T>): QueueConsumer {
   const onError = options.onError ?? (() => undefined);
 
   const stopper = new AbortController();
+  // Every waiting message listens on this signal; that many listeners are expected, not a leak.
+  setMaxListeners(0, stopper.signal);
   const running = new Set<Promise<void>>();
   let wake: (() => void) | null = null;
   let meanCost = typeof options.cost === "number" ? options.cost : 1;

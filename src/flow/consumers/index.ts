@@ -1,0 +1,5 @@
+export type { QueueSource, ReceivedMessage, ReceiveOptions } from "./queue-source.js";
+export { runConsumer } from "./run-consumer.js";
+export type { ConsumerOptions, ConsumerStats, QueueConsumer } from "./run-consumer.js";
+export { AzureQueueSource } from "./azure-queue-source.js";
+export type { AzureQueueSourceOptions } from "./azure-queue-source.js";

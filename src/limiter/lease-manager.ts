@@ -71,6 +71,7 @@ export class LeaseManager {
   private readonly quietMs: number;
   private readonly hysteresisMs: number;
   private readonly maxBackoffMs: number;
+  private readonly renewRetryMs: number;
 
   constructor(private readonly o: ResolvedOptions, private readonly pacer: Pacer, private readonly host: LeaseManagerHost) {
     // A released partition's next holder may admit at once; wait out our last slice first,
@@ -78,6 +79,7 @@ export class LeaseManager {
     this.quietMs = o.sliceMs * (1 + o.driftFactor) + 1;
     this.hysteresisMs = Math.max(3 * o.plan.intervalMs, 2_000);
     this.maxBackoffMs = Math.max(50, Math.min(1_000, o.leaseTtlMs / 4));
+    this.renewRetryMs = Math.max(50, Math.min(o.renewEveryMs, o.leaseTtlMs / 10));
   }
 
   /** Starts the loop: stores or checks the plan, then takes `minPartitions`. */
@@ -159,13 +161,18 @@ export class LeaseManager {
   }
 
   private renewDue(now: number): void {
-    const retryMs = Math.max(50, Math.min(this.o.renewEveryMs, this.o.leaseTtlMs / 10));
     for (const held of this.pacer.partitions) {
-      if (held.renewInFlight) continue;
-      if (now >= held.renewedSentAt + this.o.renewEveryMs && now >= held.lastRenewAttemptAt + retryMs) {
-        void this.renew(held, now);
-      }
+      if (!held.renewInFlight && now >= this.renewAt(held)) void this.renew(held, now);
     }
+  }
+
+  /**
+   * When `held` is next due for renewal: a renewal period after the last successful one, and not
+   * sooner than the retry pause after the last attempt. The timer must use the same time as the
+   * check, or a failed renewal would fire zero-delay ticks until the retry pause is over.
+   */
+  private renewAt(held: HeldPartition): number {
+    return Math.max(held.renewedSentAt + this.o.renewEveryMs, held.lastRenewAttemptAt + this.renewRetryMs);
   }
 
   private adjust(now: number): void {
@@ -202,7 +209,7 @@ export class LeaseManager {
     } else {
       for (const held of this.pacer.partitions) {
         next = Math.min(next, held.validUntil);
-        if (!held.renewInFlight) next = Math.min(next, held.renewedSentAt + this.o.renewEveryMs);
+        if (!held.renewInFlight) next = Math.min(next, this.renewAt(held));
       }
       if (this.pacer.partitions.length < this.desired && !this.acquireInFlight) next = Math.min(next, this.acquireRetryAt);
       if (this.surplusSince !== null) next = Math.min(next, this.surplusSince + this.hysteresisMs);
@@ -268,7 +275,12 @@ export class LeaseManager {
   private async acquire(now: number): Promise<void> {
     const o = this.o;
     const candidates = this.candidates();
-    if (candidates.length === 0) return;
+    if (candidates.length === 0) {
+      // Every partition is held or still retiring here: look again after a backoff, not at once,
+      // or the loop would reschedule itself with zero delay until a retiring one is released.
+      this.acquireRetryAt = now + this.backoff(++this.acquireFailures);
+      return;
+    }
     const sentAt = now;
     let lease: Lease | null;
     try {

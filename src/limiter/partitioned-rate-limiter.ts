@@ -200,7 +200,8 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
   async schedule<T>(fn: () => T | PromiseLike<T>, options?: ScheduleOptions): Promise<T> {
     if (typeof fn !== "function") throw new ConfigError("schedule(fn)", fn, "a function");
     const opts = optionalObject("schedule(options)", options);
-    await this.acquire((opts.cost ?? 1) as number, opts as AcquireOptions);
+    // Only a missing cost means 1: a plain-JS caller passing null gets a ConfigError, as from acquire().
+    await this.acquire(opts.cost === undefined ? 1 : (opts.cost as number), opts as AcquireOptions);
     return fn();
   }
 

@@ -1,0 +1,513 @@
+import fc from "fast-check";
+import { Redis } from "ioredis";
+import { ConfigError } from "../../src/errors/config-error.js";
+import { CostExceedsLimitError } from "../../src/errors/cost-exceeds-limit-error.js";
+import { LimiterClosedError } from "../../src/errors/limiter-closed-error.js";
+import { PlanMismatchError } from "../../src/errors/plan-mismatch-error.js";
+import { TimeoutError } from "../../src/errors/timeout-error.js";
+import { AzureBlobLeaseBackend } from "../../src/lease-backends/azure-blob.js";
+import { EtcdLeaseBackend } from "../../src/lease-backends/etcd.js";
+import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
+import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
+import { RedlockLeaseBackend } from "../../src/lease-backends/redlock.js";
+import type { PartitionedRateLimiterOptions } from "../../src/limiter/options.js";
+import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
+import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { freePort } from "../support/net.js";
+import { startRedis, type RedisServer } from "../support/servers/redis.js";
+
+// Every public entry point fed wrong types and values, as a plain-JS caller might: each must throw
+// (or reject with) a typed error naming the input and what is allowed, or be handled safely: no
+// crash, no unhandled rejection, no lease left held.
+
+/** Rejections nobody handled during a test: each test ends by asserting there were none. */
+const unhandled: unknown[] = [];
+const trap = (reason: unknown) => unhandled.push(reason);
+beforeAll(() => process.on("unhandledRejection", trap));
+afterAll(() => process.off("unhandledRejection", trap));
+beforeEach(() => (unhandled.length = 0));
+afterEach(async () => {
+  // Let stray promise callbacks run so an unhandled rejection is seen by this test, not the next.
+  await new Promise((r) => setTimeout(r, 20));
+  expect(unhandled).toEqual([]);
+});
+
+/** Loosens the types so tests can pass what a plain-JS caller could. */
+const loose = <T>(value: unknown): T => value as T;
+
+const CONSTRUCTOR_OPTIONS = new Set([
+  "options", "resource", "limit", "intervalMs", "partitions", "backend", "leaseTtlMs", "slicesPerInterval",
+  "minPartitions", "maxPartitions", "pool", "pools", "holderId", "maxQueued", "queuePolicy",
+  "safetyMarginMs", "driftFactor", "jitterMs", "clock", "signal",
+]);
+
+/** The option a constructor ConfigError names, without the `pools.name` suffix. */
+const rootOption = (option: string) => option.split(".")[0]!;
+
+function base(clock: VirtualClock, backend = new MemoryLeaseBackend({ clock })): PartitionedRateLimiterOptions {
+  return { resource: "bad-input", limit: 100, intervalMs: 1000, partitions: 10, backend, clock, leaseTtlMs: 3000 };
+}
+
+/** Closes a limiter on virtual time (close waits out the last slice before releasing). */
+async function closeOn(clock: VirtualClock, limiter: PartitionedRateLimiter): Promise<void> {
+  const closing = limiter.close();
+  await clock.advance(2000);
+  await closing;
+}
+
+/** Runs `fn`, expecting a ConfigError naming `option`; returns it. */
+function configError(fn: () => unknown, option: string | RegExp): ConfigError {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown).toBeInstanceOf(ConfigError);
+  const error = thrown as ConfigError;
+  if (typeof option === "string") expect(error.option).toBe(option);
+  else expect(error.option).toMatch(option);
+  expect(error.code).toBe("ERR_CONFIG");
+  expect(error.allowed.length).toBeGreaterThan(0);
+  // The message says what was wrong, what is allowed, and what was given.
+  expect(error.message).toContain(error.option);
+  expect(error.message).toContain(error.allowed);
+  return error;
+}
+
+async function rejectsConfig(promise: Promise<unknown>, option: string): Promise<void> {
+  const error = await promise.then(() => null, (e: unknown) => e);
+  expect(error).toBeInstanceOf(ConfigError);
+  expect((error as ConfigError).option).toBe(option);
+}
+
+describe("constructor options", () => {
+  const clock = new VirtualClock(1000);
+  const cases: Array<[string, string, unknown]> = [
+    ["limit", "limit", "100"],
+    ["limit", "limit", NaN],
+    ["limit", "limit", Infinity],
+    ["limit", "limit", -5],
+    ["limit", "limit", 0],
+    ["limit", "limit", 1e300],
+    ["limit", "limit", null],
+    ["intervalMs", "intervalMs", "1000"],
+    ["intervalMs", "intervalMs", 0],
+    ["intervalMs", "intervalMs", 1.5],
+    ["intervalMs", "intervalMs", -1000],
+    ["partitions", "partitions", "10"],
+    ["partitions", "partitions", 0],
+    ["partitions", "partitions", 2.5],
+    ["partitions", "partitions", 10_001],
+    ["leaseTtlMs", "leaseTtlMs", "3000"],
+    ["leaseTtlMs", "leaseTtlMs", NaN],
+    ["leaseTtlMs", "leaseTtlMs", 50],
+    ["leaseTtlMs", "leaseTtlMs", 150], // shorter than twice the safety margin
+    ["slicesPerInterval", "slicesPerInterval", 0],
+    ["slicesPerInterval", "slicesPerInterval", "10"],
+    ["minPartitions", "minPartitions", 11],
+    ["minPartitions", "minPartitions", -1],
+    ["maxPartitions", "maxPartitions", 0],
+    ["maxPartitions", "maxPartitions", 11],
+    ["pool", "pool", "nope"],
+    ["pool", "pool", 3],
+    ["pools", "pools", "ingest"],
+    ["pools", "pools", { ingest: 11 }],
+    ["pools", "pools.ingest", { ingest: "4" }],
+    ["pools", "pools", { "../x": 1 }],
+    ["holderId", "holderId", "has space"],
+    ["holderId", "holderId", ""],
+    ["holderId", "holderId", 42],
+    ["holderId", "holderId", "x".repeat(10_000)],
+    ["maxQueued", "maxQueued", -1],
+    ["maxQueued", "maxQueued", "10"],
+    ["maxQueued", "maxQueued", NaN],
+    ["queuePolicy", "queuePolicy", "drop-newest"],
+    ["safetyMarginMs", "safetyMarginMs", 1],
+    ["safetyMarginMs", "safetyMarginMs", "200"],
+    ["driftFactor", "driftFactor", -0.1],
+    ["driftFactor", "driftFactor", 1],
+    ["jitterMs", "jitterMs", -1],
+    ["jitterMs", "jitterMs", Infinity],
+    ["clock", "clock", Date],
+    ["clock", "clock", { now: () => 0 }],
+    ["signal", "signal", "abort"],
+    ["signal", "signal", { aborted: false }],
+    ["backend", "backend", "redis"],
+    ["backend", "backend", {}],
+    ["backend", "backend", undefined],
+  ];
+  test.each(cases)("%s = %p is a ConfigError naming %s", (key, option, value) => {
+    configError(() => new PartitionedRateLimiter({ ...base(clock), [key]: value }), option);
+  });
+
+  test("not an object, or an unknown option", () => {
+    configError(() => new PartitionedRateLimiter(loose(undefined)), "options");
+    configError(() => new PartitionedRateLimiter(loose("resource=x")), "options");
+    configError(() => new PartitionedRateLimiter(loose([base(clock)])), "options");
+    const error = configError(() => new PartitionedRateLimiter(loose({ ...base(clock), limt: 5 })), "options");
+    expect(error.message).toContain("limt");
+  });
+
+  // Names that would escape a backend's key space (Redis hash tag and `:` separators, Azure blob
+  // paths, etcd prefixes) or are unreasonable are refused before any backend sees them.
+  const escapes = ["}", "a}b", "{x}", "a:b", "a/b", "..", "../etc", ".hidden", "a\nb", "a\r\n", "a b", "", "x".repeat(10_000),
+    "naïve", "日本語", "emoji-😀", "a\u0000b", "-lead", "a*", "a?", "a%2Fb"];
+  test.each(escapes.map((s) => [JSON.stringify(s).slice(0, 40), s]))("resource %s is refused", (_, resource) => {
+    const error = configError(() => new PartitionedRateLimiter({ ...base(clock), resource }), "resource");
+    // A 10 kB value is shortened in the message, not echoed whole.
+    expect(error.message.length).toBeLessThan(400);
+  });
+
+  test("a resource that is not a string", () => {
+    for (const resource of [42, null, undefined, {}, ["a"], Symbol.for("a")]) {
+      configError(() => new PartitionedRateLimiter(loose({ ...base(clock), resource })), "resource");
+    }
+  });
+
+  test("a signal already aborted builds a closed limiter that holds nothing", async () => {
+    const limiter = new PartitionedRateLimiter({ ...base(clock), signal: AbortSignal.abort() });
+    await expect(limiter.acquire(1)).rejects.toBeInstanceOf(LimiterClosedError);
+    expect(() => limiter.tryAcquire()).toThrow(LimiterClosedError);
+    await limiter.close();
+    expect(limiter.stats().heldPartitions).toBe(0);
+  });
+});
+
+describe("call arguments", () => {
+  let clock: VirtualClock;
+  let backend: MemoryLeaseBackend;
+  let limiter: PartitionedRateLimiter;
+  beforeEach(async () => {
+    clock = new VirtualClock(1000);
+    backend = new MemoryLeaseBackend({ clock });
+    limiter = new PartitionedRateLimiter({ ...base(clock, backend), minPartitions: 10 });
+    await clock.advance(4000); // the new plan's grace (leaseTtlMs), then all ten partitions
+    expect(limiter.stats().heldPartitions).toBe(10);
+  });
+  afterEach(async () => {
+    await closeOn(clock, limiter);
+    // close() released every lease it took.
+    expect((await backend.inspect("bad-input", {})).filter((p) => p.holderId !== null)).toEqual([]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  const badCosts: unknown[] = [NaN, Infinity, -Infinity, -1, 0, -0, "1", "abc", null, {}, [1], true, 10n];
+  test.each(badCosts.map((c) => [String(c), c]))("cost %s: ConfigError from tryAcquire, acquire and schedule", async (_, cost) => {
+    configError(() => limiter.tryAcquire(loose(cost)), "tryAcquire(cost)");
+    // acquire never throws synchronously: the error comes as a rejection.
+    let promise: Promise<void> | undefined;
+    expect(() => (promise = limiter.acquire(loose(cost)))).not.toThrow();
+    await rejectsConfig(promise!, "acquire(cost)");
+    await rejectsConfig(limiter.schedule(() => 1, { cost: loose(cost) }), "acquire(cost)");
+  });
+
+  test("undefined cost means 1", async () => {
+    expect(limiter.tryAcquire(undefined)).toBe(true);
+    await limiter.acquire(undefined);
+    expect(limiter.stats().admittedUnits).toBe(2);
+  });
+
+  test("a cost above one slice of the whole quota can never pass: CostExceedsLimitError", async () => {
+    // 100 units/s in 10 slices: at most 10 units in any slice across every partition.
+    expect(limiter.tryAcquire(10)).toBe(true);
+    for (const cost of [10.000001, 11, 100, 1e9]) {
+      expect(() => limiter.tryAcquire(cost)).toThrow(CostExceedsLimitError);
+      await expect(limiter.acquire(cost)).rejects.toBeInstanceOf(CostExceedsLimitError);
+      await expect(limiter.schedule(() => 1, { cost })).rejects.toBeInstanceOf(CostExceedsLimitError);
+    }
+    const error = await limiter.acquire(11).catch((e: unknown) => e);
+    expect((error as Error).message).toMatch(/11/);
+  });
+
+  test("tiny and fractional costs are charged, never rounded down to free", async () => {
+    let n = 0;
+    while (n < 200_000 && limiter.tryAcquire(1e-9)) n++;
+    // Rounded up to one micro-unit each (a slice holds 1e7 of them, so the loop bound stops first).
+    expect(n).toBe(200_000);
+    expect(limiter.stats().admittedUnits).toBe(0.2);
+    // The slice holds 10 units: 0.2 used, ninety-eight 0.1-unit costs fill it exactly, with no float drift.
+    for (let i = 0; i < 98; i++) expect(limiter.tryAcquire(0.1)).toBe(true);
+    expect(limiter.tryAcquire(0.1)).toBe(false);
+  });
+
+  test("acquire options of the wrong type or range", async () => {
+    await rejectsConfig(limiter.acquire(1, loose("fast")), "acquire(options)");
+    await rejectsConfig(limiter.acquire(1, loose(null)), "acquire(options)");
+    await rejectsConfig(limiter.acquire(1, loose([])), "acquire(options)");
+    await rejectsConfig(limiter.acquire(1, loose({ timeoutMs: "100" })), "acquire(options.timeoutMs)");
+    await rejectsConfig(limiter.acquire(1, { timeoutMs: -1 }), "acquire(options.timeoutMs)");
+    await rejectsConfig(limiter.acquire(1, { timeoutMs: NaN }), "acquire(options.timeoutMs)");
+    await rejectsConfig(limiter.acquire(1, { timeoutMs: Infinity }), "acquire(options.timeoutMs)");
+    await rejectsConfig(limiter.acquire(1, loose({ priority: "high" })), "acquire(options.priority)");
+    await rejectsConfig(limiter.acquire(1, { priority: NaN }), "acquire(options.priority)");
+    await rejectsConfig(limiter.acquire(1, loose({ signal: "stop" })), "acquire(options.signal)");
+    await rejectsConfig(limiter.acquire(1, loose({ signal: { aborted: true } })), "acquire(options.signal)");
+    // Nothing was queued or admitted by any of them.
+    expect(limiter.stats().queueLength).toBe(0);
+    expect(limiter.stats().admitted).toBe(0);
+  });
+
+  test("an aborted signal rejects with its own reason, a zero timeout with TimeoutError", async () => {
+    const reason = new Error("caller gave up");
+    while (limiter.tryAcquire(1));
+    await expect(limiter.acquire(1, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    const waiting = limiter.acquire(5, { timeoutMs: 0 });
+    const settled = waiting.catch((e: unknown) => e);
+    await clock.advance(1);
+    expect(await settled).toBeInstanceOf(TimeoutError);
+  });
+
+  test("schedule with something that is not a function, or bad options", async () => {
+    for (const fn of [undefined, null, "fn", 42, {}]) await rejectsConfig(limiter.schedule(loose(fn)), "schedule(fn)");
+    await rejectsConfig(limiter.schedule(() => 1, loose("cost=2")), "schedule(options)");
+    await rejectsConfig(limiter.schedule(() => 1, loose({ timeoutMs: "5" })), "acquire(options.timeoutMs)");
+    // A throwing fn rejects schedule with its error; the admission was still charged.
+    const boom = new Error("boom");
+    await expect(limiter.schedule(() => { throw boom; })).rejects.toBe(boom);
+    expect(limiter.stats().admitted).toBe(1);
+  });
+
+  test("reportThrottle, pauseFor and setRateFactor refuse wrong types and ranges", () => {
+    configError(() => limiter.reportThrottle(loose("429")), "reportThrottle(report)");
+    configError(() => limiter.reportThrottle(loose(null)), "reportThrottle(report)");
+    configError(() => limiter.reportThrottle(loose({ retryAfterMs: "5" })), "reportThrottle(report.retryAfterMs)");
+    configError(() => limiter.reportThrottle({ retryAfterMs: -1 }), "reportThrottle(report.retryAfterMs)");
+    configError(() => limiter.reportThrottle({ retryAfterMs: NaN }), "reportThrottle(report.retryAfterMs)");
+    configError(() => limiter.reportThrottle({ retryAfterMs: Infinity }), "reportThrottle(report.retryAfterMs)");
+    for (const ms of [-1, NaN, Infinity, "100", null]) configError(() => limiter.pauseFor(loose(ms)), "pauseFor(ms)");
+    for (const f of [0, -0.5, 1.5, NaN, Infinity, "0.5", null]) configError(() => limiter.setRateFactor(loose(f)), "setRateFactor(factor)");
+    // None of them changed anything.
+    const s = limiter.stats();
+    expect([s.throttles, s.pausedForMs, s.rateFactor]).toEqual([0, 0, 1]);
+    expect(limiter.tryAcquire(1)).toBe(true);
+  });
+});
+
+describe("backend constructors", () => {
+  test("RedisLeaseBackend", () => {
+    configError(() => new RedisLeaseBackend(loose(undefined)), "client");
+    configError(() => new RedisLeaseBackend(loose({ client: "redis://localhost" })), "client");
+    const client = new Redis({ lazyConnect: true, enableOfflineQueue: false });
+    try {
+      configError(() => new RedisLeaseBackend({ client, keyPrefix: "a}" }), "keyPrefix");
+      configError(() => new RedisLeaseBackend({ client, keyPrefix: loose(5) }), "keyPrefix");
+      configError(() => new RedisLeaseBackend({ client: new Redis({ lazyConnect: true }) }), "client.options.enableOfflineQueue");
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  test("RedlockLeaseBackend", () => {
+    const mk = () => new Redis({ lazyConnect: true, enableOfflineQueue: false });
+    const [a, b, c] = [mk(), mk(), mk()];
+    try {
+      configError(() => new RedlockLeaseBackend(loose(undefined)), "clients");
+      configError(() => new RedlockLeaseBackend({ clients: [a, b] }), "clients");
+      configError(() => new RedlockLeaseBackend({ clients: [a, a, b] }), "clients");
+      configError(() => new RedlockLeaseBackend({ clients: loose([a, b, "c"]) }), "clients[2]");
+      configError(() => new RedlockLeaseBackend({ clients: [a, b, c], keyPrefix: "{" }), "keyPrefix");
+      configError(() => new RedlockLeaseBackend({ clients: [a, b, c], driftFactor: loose("0.01") }), "driftFactor");
+      configError(() => new RedlockLeaseBackend({ clients: [a, b, c], retryCount: -1 }), "retryCount");
+    } finally {
+      for (const x of [a, b, c]) x.disconnect();
+    }
+  });
+
+  test("EtcdLeaseBackend and AzureBlobLeaseBackend", () => {
+    configError(() => new EtcdLeaseBackend(loose(undefined)), "client");
+    configError(() => new EtcdLeaseBackend(loose({ client: {} })), "client");
+    configError(() => new AzureBlobLeaseBackend(loose(undefined)), "containerClient");
+    configError(() => new AzureBlobLeaseBackend(loose({ containerClient: "https://x" })), "containerClient");
+    configError(() => AzureBlobLeaseBackend.validateTtl(3000), "leaseTtlMs");
+  });
+});
+
+describe("plans that disagree", () => {
+  test("two limiters with different plans on one backend: the second fails its waiters with PlanMismatchError", async () => {
+    const clock = new VirtualClock(1000);
+    const backend = new MemoryLeaseBackend({ clock });
+    const first = new PartitionedRateLimiter({ ...base(clock, backend), minPartitions: 1 });
+    await clock.advance(100);
+    const second = new PartitionedRateLimiter({ ...base(clock, backend), limit: 200 });
+    const waiter = second.acquire(1).catch((e: unknown) => e);
+    await clock.advance(100);
+    const error = await waiter;
+    expect(error).toBeInstanceOf(PlanMismatchError);
+    expect((error as PlanMismatchError).message).toContain('"limit":200');
+    // Later calls fail with the same cause, not a bare "closed".
+    await expect(second.acquire(1)).rejects.toBeInstanceOf(PlanMismatchError);
+    expect(() => second.tryAcquire(1)).toThrow(PlanMismatchError);
+    expect(second.stats().closed).toBe(true);
+    // The first limiter is unaffected.
+    await clock.advance(4000);
+    expect(first.tryAcquire(1)).toBe(true);
+    await closeOn(clock, first);
+    await closeOn(clock, second);
+    expect(clock.pendingTimers).toBe(0);
+  });
+});
+
+describe("a real Redis", () => {
+  let server: RedisServer;
+  const clients: Redis[] = [];
+  const PREFIX = "badinput:";
+  const connect = async () => {
+    const client = new Redis(server.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000, lazyConnect: true });
+    clients.push(client);
+    await client.connect();
+    return client;
+  };
+  beforeAll(async () => {
+    server = await startRedis();
+  });
+  afterAll(async () => {
+    for (const c of clients) c.disconnect();
+    await server?.stop();
+  });
+
+  async function runBriefly(resource: string, backend: RedisLeaseBackend): Promise<void> {
+    const limiter = new PartitionedRateLimiter({ resource, limit: 100, intervalMs: 1000, partitions: 4, backend, leaseTtlMs: 600, jitterMs: 0 });
+    await limiter.acquire(1, { timeoutMs: 3000 });
+    await limiter.close();
+  }
+
+  test("a plan key corrupted by hand: ensurePlan rejects with PlanMismatchError and the limiter fails its waiters with it", async () => {
+    const admin = await connect();
+    const backend = new RedisLeaseBackend({ client: await connect(), keyPrefix: PREFIX });
+    for (const [i, garbage] of ["not json", '{"limit":"x"}', "", '{"intervalMs":1000,"limit":100,"partitions":0,"pools":{}}'].entries()) {
+      const resource = `corrupt-${i}`;
+      await admin.set(`${PREFIX}{${resource}}:plan`, garbage);
+      await expect(backend.ensurePlan(resource, { limit: 100, intervalMs: 1000, partitions: 4, pools: {} }, { graceMs: 0, timeoutMs: 2000 }))
+        .rejects.toBeInstanceOf(PlanMismatchError);
+      const limiter = new PartitionedRateLimiter({ resource, limit: 100, intervalMs: 1000, partitions: 4, backend, leaseTtlMs: 600 });
+      const error = await limiter.acquire(1, { timeoutMs: 5000 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(PlanMismatchError);
+      await limiter.close();
+      expect(limiter.stats().heldPartitions).toBe(0);
+      // The corrupted key was left alone, and no lease was granted on it.
+      expect(await admin.get(`${PREFIX}{${resource}}:plan`)).toBe(garbage);
+      expect(await admin.keys(`${PREFIX}{${resource}}:p:*`)).toEqual([]);
+    }
+  });
+
+  test("odd but legal names stay inside the key prefix (SCAN after the run)", async () => {
+    const admin = await connect();
+    await admin.flushall();
+    const backend = new RedisLeaseBackend({ client: await connect(), keyPrefix: PREFIX });
+    for (const resource of ["a..b", "A-Z_0.9", "x".repeat(128), "1"]) await runBriefly(resource, backend);
+    const keys: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, batch] = await admin.scan(cursor, "COUNT", 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== "0");
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys.filter((k) => !k.startsWith(PREFIX))).toEqual([]);
+    // Only the plan, grace and fence keys remain: close() released every partition.
+    expect(keys.filter((k) => /:p:\d+$/.test(k))).toEqual([]);
+  });
+
+  test("Redis unreachable at start: acquire times out with TimeoutError, backend errors are reported, close() works", async () => {
+    const port = await freePort(); // nothing listens there
+    const client = new Redis({ port, host: "127.0.0.1", enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 300, lazyConnect: true, retryStrategy: () => 100 });
+    clients.push(client);
+    client.on("error", () => undefined); // ioredis would print each refused connection
+    const backend = new RedisLeaseBackend({ client, keyPrefix: PREFIX });
+    const limiter = new PartitionedRateLimiter({ resource: "unreachable", limit: 100, intervalMs: 1000, partitions: 4, backend, leaseTtlMs: 600 });
+    const errors: unknown[] = [];
+    limiter.on("backend-error", (e) => errors.push(e.error));
+    const started = Date.now();
+    const error = await limiter.acquire(1, { timeoutMs: 1500 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TimeoutError);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(errors.length).toBeGreaterThan(0);
+    expect(limiter.stats().backendErrors).toBe(errors.length);
+    expect(limiter.tryAcquire(1)).toBe(false);
+    await limiter.close();
+    expect(limiter.stats()).toMatchObject({ heldPartitions: 0, closed: true });
+  });
+});
+
+describe("fuzzed constructor options", () => {
+  test("either a ConfigError naming a real option, or a limiter that runs and closes cleanly (1,000 cases)", async () => {
+    // Markers for the valid backend and clock: each case gets fresh ones.
+    const BACKEND = Symbol("backend");
+    const CLOCK = Symbol("clock");
+    const junk: fc.Arbitrary<unknown> = fc.oneof(
+      fc.constant(undefined), fc.constant(null), fc.boolean(), fc.string({ maxLength: 12 }),
+      fc.double(), fc.integer({ min: -10, max: 20_000 }), fc.constantFrom(NaN, Infinity, -Infinity, -0, 1e-9, 1e308),
+      fc.constantFrom("10", "1e3", "", " ", "}", "a:b", "../x", "drop-oldest", "reject"), fc.array(fc.integer(), { maxLength: 2 }),
+      fc.dictionary(fc.string({ maxLength: 6 }), fc.integer({ min: -2, max: 12 }), { maxKeys: 3 }),
+    );
+    // Mostly valid values, so that whole option objects pass often enough to run limiters too.
+    const mostly = (...valid: Array<fc.Arbitrary<unknown>>) => fc.oneof({ arbitrary: fc.oneof(...valid), weight: 30 }, { arbitrary: junk, weight: 1 });
+    const plausible = {
+      resource: mostly(fc.constantFrom("fuzz", "fuzz.a-b_1")),
+      limit: mostly(fc.integer({ min: 1, max: 100_000 }), fc.double({ min: 1e-6, max: 1e6, noNaN: true })),
+      intervalMs: mostly(fc.integer({ min: 10, max: 5_000 })),
+      partitions: mostly(fc.integer({ min: 1, max: 64 })),
+      backend: mostly(fc.constant(BACKEND)),
+      leaseTtlMs: mostly(fc.integer({ min: 100, max: 60_000 }), fc.integer({ min: 1_000, max: 20_000 })),
+      slicesPerInterval: mostly(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 5, max: 20 })),
+      minPartitions: mostly(fc.integer({ min: 0, max: 8 })),
+      maxPartitions: mostly(fc.integer({ min: 1, max: 64 })),
+      pool: mostly(fc.constantFrom("ingest", "batch")),
+      pools: mostly(fc.constant({ ingest: 1 }), fc.constant({ ingest: 2, batch: 1 })),
+      holderId: mostly(fc.constantFrom("h-1", "h@x:1")),
+      maxQueued: mostly(fc.integer({ min: 0, max: 100 }), fc.constant(Infinity)),
+      queuePolicy: mostly(fc.constantFrom("reject", "drop-oldest")),
+      safetyMarginMs: mostly(fc.integer({ min: 400, max: 1_000 })),
+      driftFactor: mostly(fc.double({ min: 0, max: 0.1, noNaN: true })),
+      jitterMs: mostly(fc.integer({ min: 0, max: 50 })),
+      // Never undefined: that would put the limiter on real time.
+      clock: fc.oneof({ arbitrary: fc.constant(CLOCK), weight: 14 }, { arbitrary: junk.filter((v) => v !== undefined), weight: 1 }),
+      signal: mostly(fc.constant(new AbortController().signal), fc.constant(AbortSignal.abort())),
+    };
+    const required = ["resource", "limit", "intervalMs", "partitions", "backend", "clock"] as const;
+    let built = 0;
+    let refused = 0;
+    let heldSome = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.record<Record<string, unknown>>(plausible, { requiredKeys: [...required] }), fc.oneof({ arbitrary: fc.constant(undefined), weight: 12 }, { arbitrary: fc.string({ maxLength: 8 }), weight: 1 }), async (options, extraKey) => {
+        const clock = new VirtualClock(1000);
+        const backend = new MemoryLeaseBackend({ clock });
+        const input: Record<string, unknown> = { ...options };
+        if (input.backend === BACKEND) input.backend = backend;
+        if (input.clock === CLOCK) input.clock = clock;
+        if (extraKey !== undefined) input[extraKey] = 1;
+        let limiter: PartitionedRateLimiter;
+        try {
+          limiter = new PartitionedRateLimiter(loose(input));
+        } catch (error) {
+          refused++;
+          if (!ConfigError.is(error)) throw error;
+          if (!CONSTRUCTOR_OPTIONS.has(rootOption(error.option))) throw new Error(`ConfigError names no real option: ${error.option}`);
+          return;
+        }
+        built++;
+        // Store the plan first, without grace, so the limiter can take leases within a short run.
+        const plan = { limit: input.limit as number, intervalMs: input.intervalMs as number, partitions: input.partitions as number, pools: (input.pools ?? {}) as Record<string, number> };
+        await backend.ensurePlan(limiter.resource, plan, { graceMs: 0 });
+        if (!limiter.stats().closed) expect(typeof limiter.tryAcquire(1e-6)).toBe("boolean");
+        await clock.advance(300);
+        if (!limiter.stats().closed) limiter.tryAcquire(1e-6);
+        if (limiter.stats().heldPartitions > 0) heldSome++;
+        const closing = limiter.close();
+        await clock.advance(200_000);
+        await closing;
+        // Closed cleanly: every lease released, no timer left.
+        const held = (await backend.inspect(limiter.resource, {})).filter((p) => p.holderId !== null);
+        expect(held).toEqual([]);
+        expect(clock.pendingTimers).toBe(0);
+      }),
+      { numRuns: 1000, seed: 8_008 },
+    );
+    // Both outcomes were exercised in earnest, and some limiters held leases when closed.
+    expect(built).toBeGreaterThan(50);
+    expect(refused).toBeGreaterThan(200);
+    expect(heldSome).toBeGreaterThan(20);
+  });
+});

@@ -8,6 +8,10 @@ export class TcpProxy {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
   private blackholed = false;
+  private holding = false;
+  private held: Array<() => void> = [];
+  private delayMs = 0;
+  private resetReplies = 0;
   /** The port the proxy listens on (after {@link start}). */
   port = 0;
 
@@ -22,14 +26,37 @@ export class TcpProxy {
     return this.port;
   }
 
-  /** Stops forwarding bytes (connections stay open, data is swallowed). */
-  blackhole(): void {
+  /**
+   * Stops forwarding bytes (connections stay open). `"drop"` (default) swallows them for good;
+   * `"hold"` keeps them and delivers them in order on {@link heal}, as TCP retransmission does
+   * after a real partition heals. Dropping bytes inside a live connection is something TCP never
+   * does: a Redis client then pairs every later reply with an older command.
+   */
+  blackhole(mode: "drop" | "hold" = "drop"): void {
     this.blackholed = true;
+    this.holding = mode === "hold";
   }
 
-  /** Forwards again. Bytes swallowed meanwhile are lost, as on a real network. */
+  /** Forwards again, first delivering what a `"hold"` blackhole kept. */
   heal(): void {
     this.blackholed = false;
+    this.holding = false;
+    const held = this.held;
+    this.held = [];
+    for (const flush of held) flush();
+  }
+
+  /** Delays every forwarded chunk by `ms` in each direction (0: none), keeping their order: a slow network. */
+  setDelay(ms: number): void {
+    this.delayMs = ms;
+  }
+
+  /**
+   * The next `count` chunks from the target are swallowed and their connection reset: the server
+   * executed the request, but its reply is lost (what a lost reply looks like over TCP).
+   */
+  resetOnNextReplies(count = 1): void {
+    this.resetReplies += count;
   }
 
   /** Closes every connection and the listener. */
@@ -44,12 +71,22 @@ export class TcpProxy {
     const upstream = connect({ port: this.targetPort, host: this.targetHost });
     this.sockets.add(client);
     this.sockets.add(upstream);
-    const pipe = (from: Socket, to: Socket) =>
+    const pipe = (from: Socket, to: Socket, isReply: boolean) =>
       from.on("data", (chunk) => {
-        if (!this.blackholed) to.write(chunk);
+        if (this.blackholed) {
+          if (this.holding) this.held.push(() => to.destroyed || to.write(chunk));
+          return;
+        }
+        if (isReply && this.resetReplies > 0) {
+          this.resetReplies--;
+          close();
+          return;
+        }
+        if (this.delayMs > 0) setTimeout(() => to.destroyed || to.write(chunk), this.delayMs);
+        else to.write(chunk);
       });
-    pipe(client, upstream);
-    pipe(upstream, client);
+    pipe(client, upstream, false);
+    pipe(upstream, client, true);
     const close = () => {
       client.destroy();
       upstream.destroy();

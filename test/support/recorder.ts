@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
+import { raisePriority } from "./priority.js";
 
 // No jest imports here: fault tests and benchmarks start the recorder too.
 
@@ -30,6 +31,8 @@ export interface Arrival {
    * or so, so compare delays of one worker with each other, not across workers.
    */
   readonly delayMs: number | null;
+  /** The sender's `x-sent-at` mapped onto the recorder's clock (`t - delayMs`); null without the header. */
+  readonly sentAt: number | null;
 }
 
 /** Options of {@link startRecorder}. */
@@ -40,6 +43,11 @@ export interface RecorderOptions {
    * `Retry-After` in whole seconds. Default: none, every request gets 200.
    */
   quota?: { limit: number; intervalMs: number };
+  /**
+   * Raise the calling thread's scheduling priority while the recorder runs (see HARNESS_NICE in
+   * priority.ts), so a CPU-bound neighbour cannot delay arrival timestamps. Default true.
+   */
+  raisePriority?: boolean;
 }
 
 /** Recorder is a running throttled-service stand-in, from {@link startRecorder}. */
@@ -87,7 +95,7 @@ export async function startRecorder(options: RecorderOptions = {}): Promise<Reco
         acceptedUnits += cost;
       }
     }
-    log.push({ t, worker, cost, status, delayMs });
+    log.push({ t, worker, cost, status, delayMs, sentAt: delayMs === null ? null : t - delayMs });
     // Drain the (empty) body so the keep-alive connection can carry the next request.
     req.resume();
     if (status === 429) res.writeHead(429, { "retry-after": String(retryAfterS), "content-length": "0" });
@@ -101,6 +109,7 @@ export async function startRecorder(options: RecorderOptions = {}): Promise<Reco
     server.listen(0, "127.0.0.1", () => resolve());
   });
   const { port } = server.address() as AddressInfo;
+  const restorePriority = options.raisePriority === false ? () => undefined : raisePriority();
   return {
     url: `http://127.0.0.1:${port}/`,
     now: () => performance.now(),
@@ -113,6 +122,7 @@ export async function startRecorder(options: RecorderOptions = {}): Promise<Reco
     stop: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      restorePriority();
     },
   };
 }

@@ -32,6 +32,15 @@ export interface SharedQuotaScenarioOptions {
 export interface SharedQuotaScenarioResult {
   /** Zero-tolerance audit of every arrival of the whole run. */
   readonly audit: AuditResult;
+  /**
+   * A diagnostic: the audit of send times (`x-sent-at`, on each worker's clock mapped to the
+   * recorder's) against windows of `intervalMs + jitterMs`, the window the limiter paces. Over-limit
+   * windows here mean the limiter (or backend) admitted too much; over-limit arrivals with none
+   * here mean in-flight delays varied by more than `jitterMs`.
+   */
+  readonly sendAudit: AuditResult;
+  /** When the worst arrival window starts, relative to the kill (negative: before it). */
+  readonly worstWindowFromKillMs: number;
   /** From the start signal until the workers together held every partition. */
   readonly rampMs: number;
   /**
@@ -117,8 +126,11 @@ export async function runSharedQuotaScenario(o: SharedQuotaScenarioOptions): Pro
     const arrivals = recorder.arrivals();
     const steadyUnits = unitsBetween(arrivals, steadyFrom, steadyTo);
     const requestErrors = g.workers.reduce((sum, w) => sum + (w.stats()?.requestErrors ?? 0), 0);
+    const audit = auditSlidingWindows(arrivals.map((a) => ({ t: a.t, units: a.cost })), limit, intervalMs);
     return {
-      audit: auditSlidingWindows(arrivals.map((a) => ({ t: a.t, units: a.cost })), limit, intervalMs),
+      audit,
+      sendAudit: auditSlidingWindows(arrivals.map((a) => ({ t: a.sentAt ?? a.t, units: a.cost })), limit, intervalMs + jitterMs),
+      worstWindowFromKillMs: audit.worstAt - killedAt,
       rampMs: fullAt - startSignal,
       steady: {
         units: steadyUnits,
@@ -146,7 +158,8 @@ export async function runSharedQuotaScenario(o: SharedQuotaScenarioOptions): Pro
 /** Formats a result as one line per figure, for test output and reports. */
 export function describeScenarioResult(name: string, r: SharedQuotaScenarioResult): string {
   return [
-    `${name}: ${r.audit.events} arrivals, ${r.audit.overLimitWindows} windows over the limit, worst window ${(r.audit.worstRatio * 100).toFixed(2)}% of the limit`,
+    `${name}: ${r.audit.events} arrivals, ${r.audit.overLimitWindows} windows over the limit, worst window ${(r.audit.worstRatio * 100).toFixed(2)}% of the limit ` +
+      `(${r.worstWindowFromKillMs.toFixed(0)} ms from the kill); send times: ${r.sendAudit.overLimitWindows} windows of interval + jitter over, worst ${(r.sendAudit.worstRatio * 100).toFixed(2)}%`,
     `  ramp ${r.rampMs.toFixed(0)} ms; steady utilisation ${(r.steady.utilisation * 100).toFixed(2)}% (paced ceiling ${(r.steady.pacedCeiling * 100).toFixed(2)}%), ` +
       `${r.steady.backendCallsPerSecond.toFixed(1)} backend calls/s, in-flight delay spread ${r.steady.delaySpreadMs.toFixed(1)} ms`,
     `  held before kill ${JSON.stringify(r.heldBeforeKill)}; killed ${r.killed.id} (${r.killed.heldPartitions} partitions); ` +

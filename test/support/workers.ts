@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { BackendSpec } from "./backend-spec.js";
+import { raisePriority } from "./priority.js";
 import {
   WORKER_CONFIG_ENV,
   type ParentMessage,
@@ -30,6 +31,8 @@ export interface StartWorkersOptions {
   readyTimeoutMs?: number;
   /** Worker ids are `${idPrefix}${i}`. Default `"w"`. */
   idPrefix?: string;
+  /** Run the workers at raised scheduling priority where permitted (see HARNESS_NICE in priority.ts). Default true. */
+  raisePriority?: boolean;
 }
 
 /** WorkerHandle is the parent's view of one worker process. */
@@ -98,6 +101,7 @@ export async function startWorkers(n: number, spec: BackendSpec, options: StartW
     const { handle, ready } = spawnWorker(script, root, config, (h, stats, at) => {
       for (const listener of listeners) listener(h, stats, at);
     });
+    if (options.raisePriority !== false) raisePriority(handle.pid);
     handles.push(handle);
     readies.push(ready);
   }

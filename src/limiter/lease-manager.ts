@@ -13,6 +13,8 @@ import { UNIT_SCALE } from "./units.js";
 export interface LeaseManagerHost {
   /** Micro-units wanted over the last interval, queued ones included. */
   wantedMicro(now: number): number;
+  /** Micro-units of the first waiter in line, 0 if none: it needs at least that much per slice. */
+  headMicro(): number;
   /** Whether callers are waiting (timers then keep the process alive). */
   hasWaiters(): boolean;
   /** Held capacity changed: try the queue again. */
@@ -179,7 +181,9 @@ export class LeaseManager {
     const o = this.o;
     const active = this.pacer.partitions.length;
     const wantedUnits = this.host.wantedMicro(now) / UNIT_SCALE;
-    const needed = Math.ceil((wantedUnits * HEADROOM) / o.partitionCapacity);
+    // A waiter whose cost exceeds what the held partitions admit per slice blocks the queue until
+    // enough partitions are held to split it over.
+    const needed = Math.max(Math.ceil((wantedUnits * HEADROOM) / o.partitionCapacity), Math.ceil(this.host.headMicro() / o.sliceMicro));
     this.desired = Math.min(o.maxPartitions, Math.max(o.minPartitions, needed));
     if (active < this.desired && !this.acquireInFlight && now >= this.acquireRetryAt) {
       this.acquireInFlight = this.acquire(now).finally(() => {

@@ -109,6 +109,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     this.maxMicro = this.o.maxPartitions * this.o.sliceMicro;
     this.manager = new LeaseManager(this.o, this.pacer, {
       wantedMicro: (now) => this.meter.total(now) + this.queue.queuedMicro,
+      headMicro: () => this.queue.peek()?.micro ?? 0,
       hasWaiters: () => this.queue.length > 0,
       capacityChanged: () => this.drain(),
       planFailed: (error) => this.fail(error),

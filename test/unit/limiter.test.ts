@@ -1,0 +1,212 @@
+import { spawnSync } from "node:child_process";
+import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
+import type { PartitionedRateLimiterOptions } from "../../src/limiter/options.js";
+import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
+import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { CostExceedsLimitError } from "../../src/errors/cost-exceeds-limit-error.js";
+import { LimiterClosedError } from "../../src/errors/limiter-closed-error.js";
+import { QueueFullError } from "../../src/errors/queue-full-error.js";
+import { TimeoutError } from "../../src/errors/timeout-error.js";
+import { ConfigError } from "../../src/errors/config-error.js";
+
+/** A limiter on a fresh memory backend and virtual clock, holding `held` partitions once ready. */
+async function setup(options: Partial<PartitionedRateLimiterOptions> = {}) {
+  const clock = new VirtualClock(1_000);
+  const backend = new MemoryLeaseBackend({ clock });
+  const plan = { limit: 100, intervalMs: 1000, partitions: 10, pools: options.pools ?? {} };
+  await backend.ensurePlan("r", plan, { graceMs: 0 });
+  const limiter = new PartitionedRateLimiter({
+    resource: "r", limit: 100, intervalMs: 1000, partitions: 10, backend, clock, leaseTtlMs: 3000, ...options,
+  });
+  const close = async () => {
+    const closing = limiter.close();
+    await clock.advance(1000);
+    await closing;
+  };
+  return { clock, backend, limiter, close };
+}
+
+describe("PartitionedRateLimiter", () => {
+  test("holds minPartitions while idle and admits up to one slice of them at once", async () => {
+    const { clock, limiter, close } = await setup({ minPartitions: 2, maxPartitions: 2 });
+    await clock.advance(10);
+    expect(limiter.capacity).toBe(20);
+    // 2 partitions x 10/s / 10 slices = 2 units per slice.
+    expect(limiter.tryAcquire(1.5)).toBe(true);
+    expect(limiter.tryAcquire(0.5)).toBe(true);
+    expect(limiter.tryAcquire(0.001)).toBe(false);
+    await clock.advance(101);
+    expect(limiter.tryAcquire(2)).toBe(true);
+    await close();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  test("a cost above one slice of the most it may hold is a CostExceedsLimitError", async () => {
+    const { limiter, close } = await setup({ maxPartitions: 5 });
+    expect(() => limiter.tryAcquire(5.001)).toThrow(CostExceedsLimitError);
+    await expect(limiter.acquire(6)).rejects.toBeInstanceOf(CostExceedsLimitError);
+    await expect(limiter.acquire(0)).rejects.toBeInstanceOf(ConfigError);
+    await close();
+  });
+
+  test("regression: a waiter larger than the held slice makes the limiter take enough partitions", async () => {
+    // Found by the property test: a process holding one partition (slice 1 unit) with a head
+    // waiter of 3.5 units waited for ever, since demand-based sizing alone wanted one partition.
+    const { clock, limiter, close } = await setup({ minPartitions: 1 });
+    await clock.advance(10);
+    expect(limiter.stats().heldPartitions).toBe(1);
+    let done = false;
+    void limiter.acquire(3.5).then(() => (done = true));
+    await clock.advance(500);
+    expect(done).toBe(true);
+    expect(limiter.stats().heldPartitions).toBeGreaterThanOrEqual(4);
+    await close();
+  });
+
+  test("waiters are served by priority, FIFO within a priority", async () => {
+    const { clock, limiter, close } = await setup({ minPartitions: 1, maxPartitions: 1 });
+    await clock.advance(10);
+    expect(limiter.tryAcquire(1)).toBe(true); // the slice is now used
+    const order: string[] = [];
+    const names = ["low-1", "high-1", "low-2", "high-2", "mid"];
+    const prio = [0, 5, 0, 5, 2];
+    const all = names.map((n, i) => limiter.acquire(1, { priority: prio[i] }).then(() => order.push(n)));
+    // tryAcquire does not jump the queue.
+    expect(limiter.tryAcquire(0.001)).toBe(false);
+    await clock.advance(1000);
+    await Promise.all(all);
+    expect(order).toEqual(["high-1", "high-2", "mid", "low-1", "low-2"]);
+    await close();
+  });
+
+  test("maxQueued with queuePolicy reject refuses the newcomer; drop-oldest drops the oldest lowest", async () => {
+    const a = await setup({ minPartitions: 1, maxPartitions: 1, maxQueued: 2 });
+    await a.clock.advance(10);
+    a.limiter.tryAcquire(1);
+    const w1 = a.limiter.acquire(1);
+    const w2 = a.limiter.acquire(1);
+    await expect(a.limiter.acquire(1)).rejects.toBeInstanceOf(QueueFullError);
+    await a.clock.advance(300);
+    await Promise.all([w1, w2]);
+    expect(a.limiter.stats().rejected).toBe(1);
+    await a.close();
+
+    const b = await setup({ minPartitions: 1, maxPartitions: 1, maxQueued: 2, queuePolicy: "drop-oldest" });
+    await b.clock.advance(10);
+    b.limiter.tryAcquire(1);
+    const old = b.limiter.acquire(1);
+    const second = b.limiter.acquire(1);
+    const newest = b.limiter.acquire(1);
+    await expect(old).rejects.toBeInstanceOf(QueueFullError);
+    // A newcomer of lower priority than everyone queued is refused instead.
+    await expect(b.limiter.acquire(1, { priority: -1 })).rejects.toBeInstanceOf(QueueFullError);
+    await b.clock.advance(300);
+    await Promise.all([second, newest]);
+    expect(b.limiter.stats().dropped).toBe(1);
+    await b.close();
+  });
+
+  test("abort rejects with the signal's reason; timeout with TimeoutError, at once when impossible", async () => {
+    const { clock, limiter, close } = await setup({ minPartitions: 1, maxPartitions: 1 });
+    await clock.advance(10);
+    limiter.tryAcquire(1);
+    const controller = new AbortController();
+    const reason = new Error("user gave up");
+    const aborted = limiter.acquire(1, { signal: controller.signal });
+    controller.abort(reason);
+    await expect(aborted).rejects.toBe(reason);
+    const pre = new AbortController();
+    pre.abort(reason);
+    await expect(limiter.acquire(1, { signal: pre.signal })).rejects.toBe(reason);
+
+    const timed = limiter.acquire(1, { timeoutMs: 50 });
+    const settled = expect(timed).rejects.toBeInstanceOf(TimeoutError);
+    await clock.advance(60);
+    await settled;
+    // 30 units through one partition (1 unit per ~100 ms slice) cannot finish within 1 s.
+    const queued = Array.from({ length: 30 }, () => limiter.acquire(1).catch(() => undefined));
+    const started = clock.now();
+    await expect(limiter.acquire(1, { timeoutMs: 1000 })).rejects.toBeInstanceOf(TimeoutError);
+    expect(clock.now()).toBe(started);
+    await close();
+    await Promise.all(queued);
+    expect(limiter.stats().timedOut).toBe(2);
+    expect(limiter.stats().aborted).toBe(1);
+  });
+
+  test("close() rejects waiters with LimiterClosedError, releases every lease, and later calls fail", async () => {
+    const { clock, backend, limiter, close } = await setup({ minPartitions: 3 });
+    await clock.advance(10);
+    limiter.tryAcquire(3);
+    const waiter = limiter.acquire(3);
+    const released: number[] = [];
+    limiter.on("released", (e) => released.push(e.partition));
+    const closing = limiter.close();
+    await expect(waiter).rejects.toBeInstanceOf(LimiterClosedError);
+    // Leases go back only after a quiet slice: the next holder starts with an empty history.
+    await clock.advance(50);
+    expect((await backend.inspect("r", {})).filter((s) => s.holderId).length).toBe(3);
+    await clock.advance(100);
+    await closing;
+    expect(released).toHaveLength(3);
+    expect((await backend.inspect("r", {})).filter((s) => s.holderId)).toHaveLength(0);
+    expect(() => limiter.tryAcquire()).toThrow(LimiterClosedError);
+    await expect(limiter.acquire()).rejects.toBeInstanceOf(LimiterClosedError);
+    await close();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  test("a lease is never used at or after its local deadline, even if the renewal fails", async () => {
+    const { clock, backend, limiter, close } = await setup({ minPartitions: 1, maxPartitions: 1 });
+    await clock.advance(10);
+    const lost: string[] = [];
+    limiter.on("lost", (e) => lost.push(e.reason));
+    backend.stall(); // every renewal hangs until its timeout
+    const deadline = 1000 + 3000 - limiter.stats().heldPartitions * 0; // acquired at ~1000 ms
+    await clock.advance(deadline - clock.now() - 200);
+    expect(limiter.tryAcquire(0.1)).toBe(true);
+    await clock.advance(400);
+    expect(limiter.tryAcquire(0.001)).toBe(false);
+    expect(limiter.capacity).toBe(0);
+    expect(lost).toEqual(["expired"]);
+    await backend.close();
+    await close();
+  });
+
+  test("invalid options name the option and what is allowed", () => {
+    const backend = new MemoryLeaseBackend();
+    const base = { resource: "r", limit: 100, intervalMs: 1000, partitions: 10, backend };
+    expect(() => new PartitionedRateLimiter({ ...base, limit: Number.NaN })).toThrow(/limit.*finite number > 0/);
+    expect(() => new PartitionedRateLimiter({ ...base, partitions: 2.5 })).toThrow(/partitions.*integer/);
+    expect(() => new PartitionedRateLimiter({ ...base, minPartitions: 5, maxPartitions: 3 })).toThrow(/minPartitions/);
+    expect(() => new PartitionedRateLimiter({ ...base, maxPartitions: 11 })).toThrow(/maxPartitions/);
+    expect(() => new PartitionedRateLimiter({ ...base, leaseTtlMs: 200 })).toThrow(/leaseTtlMs.*safetyMarginMs/);
+    expect(() => new PartitionedRateLimiter({ ...base, resource: "" })).toThrow(/resource/);
+    expect(() => new PartitionedRateLimiter({ ...base, resource: "a".repeat(129) })).toThrow(/resource/);
+    expect(() => new PartitionedRateLimiter({ ...base, limit: "100" as unknown as number })).toThrow(ConfigError);
+    expect(() => new PartitionedRateLimiter({ ...base, safetyMarginMs: 10 })).toThrow(/safetyMarginMs.*>= 121/);
+  });
+
+  test("a closed limiter leaves no timer behind: its process exits by itself", () => {
+    const script = `
+      import { PartitionedRateLimiter, MemoryLeaseBackend } from "./src/index.ts";
+      const backend = new MemoryLeaseBackend();
+      await backend.ensurePlan("exit", { limit: 10, intervalMs: 1000, partitions: 2, pools: {} }, { graceMs: 0 });
+      const limiter = new PartitionedRateLimiter({ resource: "exit", limit: 10, intervalMs: 1000, partitions: 2, backend, leaseTtlMs: 2000, minPartitions: 2 });
+      await limiter.acquire(1);
+      const pending = limiter.acquire(1).catch((e) => console.log("waiter:", e.code));
+      await limiter.close();
+      await pending;
+      console.log("closed");
+    `;
+    const started = Date.now();
+    const result = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      cwd: `${__dirname}/../..`, encoding: "utf8", timeout: 20_000,
+    });
+    expect(result.stderr).toBe("");
+    expect(result.stdout).toBe("waiter: ERR_LIMITER_CLOSED\nclosed\n");
+    expect(result.status).toBe(0);
+    // Far less than the lease TTL or any renew timer: nothing kept the process alive.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});

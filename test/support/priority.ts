@@ -31,3 +31,16 @@ export function raisePriority(pid = 0): () => void {
     return () => undefined;
   }
 }
+
+/**
+ * normalPriority sets process `pid`'s main thread back to nice 0 (children inherit a raised
+ * priority from the thread that spawned them). Used while a worker starts up: compiling with tsx
+ * is a CPU burst that must not starve the recorders and workers of other suites. Never throws.
+ */
+export function normalPriority(pid: number): void {
+  try {
+    if (getPriority(pid) < 0) setPriority(pid, 0);
+  } catch {
+    // The process is gone or the OS refuses: nothing to undo.
+  }
+}

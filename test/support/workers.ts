@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { BackendSpec } from "./backend-spec.js";
-import { raisePriority } from "./priority.js";
+import { normalPriority, raisePriority } from "./priority.js";
 import {
   WORKER_CONFIG_ENV,
   type ParentMessage,
@@ -101,7 +101,9 @@ export async function startWorkers(n: number, spec: BackendSpec, options: StartW
     const { handle, ready } = spawnWorker(script, root, config, (h, stats, at) => {
       for (const listener of listeners) listener(h, stats, at);
     });
-    if (options.raisePriority !== false) raisePriority(handle.pid);
+    // Start-up (tsx compiling) runs at normal priority; the raise comes once the worker is ready.
+    normalPriority(handle.pid);
+    if (options.raisePriority !== false) void ready.then(() => raisePriority(handle.pid), () => undefined);
     handles.push(handle);
     readies.push(ready);
   }

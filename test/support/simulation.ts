@@ -96,7 +96,7 @@ export async function simulate(cfg: SimConfig): Promise<SimResult> {
         const cost = cfg.costs[Math.floor(random() * cfg.costs.length)]!;
         try {
           await limiter.acquire(cost, { timeoutMs: 5_000 });
-        } catch (error) {
+        } catch {
           if (stopped || proc.dead || limiter.stats().closed) return;
           continue;
         }

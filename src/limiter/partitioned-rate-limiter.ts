@@ -394,11 +394,16 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       return;
     }
     this.manager.wake(now);
-    const at = this.pacer.nextAdmissionAt(head.micro, now);
+    let at = this.pacer.nextAdmissionAt(head.micro, now);
     if (at === Infinity) {
-      // Nothing held can admit it: the lease manager calls back when capacity arrives.
-      this.clearDrainTimer();
-      return;
+      // During a pause, held leases are judged at the pause's end, past deadlines that renewals
+      // will move: look again then. Otherwise nothing held can admit it, and the lease manager
+      // calls back when capacity arrives.
+      if (this.pacer.pauseEnd <= now) {
+        this.clearDrainTimer();
+        return;
+      }
+      at = this.pacer.pauseEnd;
     }
     if (this.drainTimer !== undefined && this.drainAt <= at) return;
     this.clearDrainTimer();

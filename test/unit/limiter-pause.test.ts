@@ -1,0 +1,26 @@
+import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
+import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
+import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+
+// A Retry-After pause longer than the held leases' remaining validity: the queue must resume at
+// the pause's end (the leases are renewed meanwhile), not wait for new capacity forever.
+test("a waiter queued behind a pause longer than the lease TTL is admitted when the pause ends", async () => {
+  const clock = new VirtualClock(1000);
+  const backend = new MemoryLeaseBackend({ clock });
+  await backend.ensurePlan("pause", { limit: 10, intervalMs: 1000, partitions: 2, pools: {} }, { graceMs: 0 });
+  const limiter = new PartitionedRateLimiter({ resource: "pause", limit: 10, intervalMs: 1000, partitions: 2, backend, clock, leaseTtlMs: 1000, minPartitions: 2 });
+  await clock.advance(100);
+  expect(limiter.capacity).toBe(10);
+  limiter.reportThrottle({ retryAfterMs: 5000 });
+  const pausedAt = clock.now();
+  let admittedAt = -1;
+  const waiting = limiter.acquire(1).then(() => (admittedAt = clock.now()));
+  await clock.advance(5500);
+  expect(admittedAt).toBeGreaterThanOrEqual(pausedAt + 5000);
+  expect(admittedAt).toBeLessThan(pausedAt + 5200);
+  await waiting;
+  const closing = limiter.close();
+  await clock.advance(1000);
+  await closing;
+  expect(clock.pendingTimers).toBe(0);
+});

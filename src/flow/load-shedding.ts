@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { performance } from "node:perf_hooks";
 import { ConfigError } from "../errors/config-error.js";
 import { LimiterClosedError } from "../errors/limiter-closed-error.js";
 import { QueueFullError } from "../errors/queue-full-error.js";
@@ -31,10 +32,15 @@ export interface LoadSheddingOptions<Req extends IncomingMessage = IncomingMessa
   /** Limiter queue priority: a number or a function of the request. Default 0. */
   priority?: number | ((req: Req) => number);
   /**
-   * Overrides the Retry-After (whole seconds, at least 1 is sent). Default: the limiter's backlog
-   * (queued units plus this cost) divided by its held pace per second, plus any pause, rounded up.
+   * Overrides the Retry-After (whole seconds, at least 1 is sent). Default: a schedule at the held
+   * pace — the limiter's backlog (pause, queued units) plus the units of clients shed before this
+   * one and not yet due back, plus this cost, divided by the pace per second, rounded up. So a
+   * burst's shed clients are told different times and come back at a pace that can be admitted,
+   * rather than all at once a second later.
    */
   retryAfter?: (info: Omit<ShedInfo, "retryAfterSeconds">) => number;
+  /** The computed Retry-After never exceeds this many seconds. Default 60. */
+  maxRetryAfterSeconds?: number;
   /** Called for each shed request (logging, metrics). */
   onShed?: (req: Req, info: ShedInfo) => void;
 }
@@ -69,13 +75,19 @@ export function loadShedding<Req extends IncomingMessage = IncomingMessage>(opti
   const cost = options.cost ?? 1;
   if (typeof cost !== "function") finiteNumber("loadShedding(options.cost)", cost, { min: 0, minExclusive: true });
   const priority = options.priority ?? 0;
+  const maxRetryAfterSeconds = options.maxRetryAfterSeconds === undefined ? 60 : finiteNumber("loadShedding(options.maxRetryAfterSeconds)", options.maxRetryAfterSeconds, { min: 1 });
+  // Monotonic time up to which the held pace is already promised to clients told to come back.
+  let promisedUntil = -Infinity;
 
   const retryAfterSeconds = (info: Omit<ShedInfo, "retryAfterSeconds">, pausedForMs: number): number => {
     if (options.retryAfter) return Math.max(1, Math.ceil(options.retryAfter(info)));
-    const perSecond = (info.capacity * 1000) / limiter.intervalMs;
+    const perMs = info.capacity / limiter.intervalMs;
     // Nothing held yet (leases are being taken): one interval is the honest guess.
-    if (!(perSecond > 0)) return Math.max(1, Math.ceil(limiter.intervalMs / 1000));
-    return Math.max(1, Math.ceil(pausedForMs / 1000 + (info.queuedUnits + info.cost) / perSecond));
+    if (!(perMs > 0)) return Math.min(maxRetryAfterSeconds, Math.max(1, Math.ceil(limiter.intervalMs / 1000)));
+    const now = performance.now();
+    const start = Math.max(now + pausedForMs + info.queuedUnits / perMs, promisedUntil);
+    promisedUntil = Math.min(start + info.cost / perMs, now + maxRetryAfterSeconds * 1000);
+    return Math.min(maxRetryAfterSeconds, Math.max(1, Math.ceil((promisedUntil - now) / 1000)));
   };
 
   const admit = (req: Req, res: ServerResponse, onAdmitted: () => void, onError: (error: unknown) => void): void => {

@@ -64,3 +64,16 @@ test("AIMD converges under a lower server quota (429s < 5%) and recovers when th
     await server.close();
   }
 });
+
+test("a controller's pending recovery timer does not keep the process alive", async () => {
+  const { execFile } = await import("node:child_process");
+  const { join } = await import("node:path");
+  const root = join(__dirname, "..", "..");
+  const start = performance.now();
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ["--import", "tsx", join(root, "test/integration/fixtures/controller-exit-child.ts")], { cwd: root, timeout: 20_000 },
+      (error, out, err) => (error ? reject(new Error(`child did not exit cleanly: ${error.message}\n${err}`)) : resolve(out)));
+  });
+  expect(stdout).toContain("factor 0.7");
+  expect(performance.now() - start).toBeLessThan(15_000); // the timer is 60 s
+});

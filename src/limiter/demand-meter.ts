@@ -17,12 +17,19 @@ export class DemandMeter {
     this.buckets[((this.currentBucket % 10) + 10) % 10]! += micro;
   }
 
-  /** Micro-units wanted over the last interval. */
+  /**
+   * Micro-units wanted per interval: the larger of the last interval's total and the rate of its
+   * last fifth (the current bucket and the one before, scaled up). The recent rate lets a
+   * saturated limiter see the capacity it just gained within a fifth of an interval, so its
+   * holding grows by the headroom every fifth instead of every interval.
+   */
   total(now: number): number {
     this.roll(now);
     let sum = 0;
     for (const b of this.buckets) sum += b;
-    return sum;
+    const current = ((this.currentBucket % 10) + 10) % 10;
+    const recent = this.buckets[current]! + this.buckets[(current + 9) % 10]!;
+    return Math.max(sum, recent * 5);
   }
 
   private roll(now: number): void {

@@ -183,7 +183,7 @@ export class LeaseManager {
     const wantedUnits = this.host.wantedMicro(now) / UNIT_SCALE;
     // A waiter whose cost exceeds what the held partitions admit per slice blocks the queue until
     // enough partitions are held to split it over.
-    const needed = Math.max(Math.ceil((wantedUnits * HEADROOM) / o.partitionCapacity), Math.ceil(this.host.headMicro() / o.sliceMicro));
+    let needed = Math.max(Math.ceil((wantedUnits * HEADROOM) / o.partitionCapacity), Math.ceil(this.host.headMicro() / o.sliceMicro));
     this.desired = Math.min(o.maxPartitions, Math.max(o.minPartitions, needed));
     if (active < this.desired && !this.acquireInFlight && now >= this.acquireRetryAt) {
       this.acquireInFlight = this.acquire(now).finally(() => {
@@ -333,6 +333,8 @@ export class LeaseManager {
         held.validUntil = Math.max(held.validUntil, sentAt + o.leaseTtlMs - o.safetyMarginMs);
         this.counters.renewed++;
         this.host.emit("renewed", { partition: held.partition, validForMs: held.validUntil - o.clock.now() });
+        // A later deadline can bring a waiter's admission time within this partition's life.
+        this.host.capacityChanged();
       } else {
         // Not ours any more: stop at once, and do not release what someone else may hold.
         this.pacer.remove(held);

@@ -89,6 +89,9 @@ export async function simulate(cfg: SimConfig): Promise<SimResult> {
       holderId: `p${slot}-g${generation++}`,
     });
     const proc: Proc = { clock, limiter, dead: false, loops: [] };
+    if (process.env.SIM_TRACE) {
+      for (const e of ["acquired", "released", "lost"] as const) limiter.on(e, (x) => console.log(base.now().toFixed(1), slot, e, JSON.stringify(x)));
+    }
     const loop = async (): Promise<void> => {
       while (!stopped && !proc.dead) {
         await clock.running();

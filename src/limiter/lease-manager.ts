@@ -183,7 +183,7 @@ export class LeaseManager {
     const wantedUnits = this.host.wantedMicro(now) / UNIT_SCALE;
     // A waiter whose cost exceeds what the held partitions admit per slice blocks the queue until
     // enough partitions are held to split it over.
-    let needed = Math.max(Math.ceil((wantedUnits * HEADROOM) / o.partitionCapacity), Math.ceil(this.host.headMicro() / o.sliceMicro));
+    const needed = Math.max(Math.ceil((wantedUnits * HEADROOM) / o.partitionCapacity), Math.ceil(this.host.headMicro() / o.sliceMicro));
     this.desired = Math.min(o.maxPartitions, Math.max(o.minPartitions, needed));
     if (active < this.desired && !this.acquireInFlight && now >= this.acquireRetryAt) {
       this.acquireInFlight = this.acquire(now).finally(() => {

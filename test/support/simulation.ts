@@ -90,7 +90,8 @@ export async function simulate(cfg: SimConfig): Promise<SimResult> {
     });
     const proc: Proc = { clock, limiter, dead: false, loops: [] };
     if (process.env.SIM_TRACE) {
-      for (const e of ["acquired", "released", "lost"] as const) limiter.on(e, (x) => console.log(base.now().toFixed(1), slot, e, JSON.stringify(x)));
+      const trace = (event: string) => (payload: object) => console.log(base.now().toFixed(1), slot, event, JSON.stringify(payload));
+      limiter.on("acquired", trace("acquired")).on("released", trace("released")).on("lost", trace("lost"));
     }
     const loop = async (): Promise<void> => {
       while (!stopped && !proc.dead) {

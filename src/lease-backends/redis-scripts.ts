@@ -73,7 +73,7 @@ local grace = tonumber(ARGV[2])
 if grace > 0 then redis.call('SET', KEYS[2], '1', 'PX', grace) end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   local t = redis.call('TIME')
-  redis.call('SET', KEYS[3], tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', KEYS[3], string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
 end
 return {1}
 `;
@@ -92,7 +92,8 @@ for i = 4, #KEYS do
   local p = tonumber(ARGV[i])
   if p and p >= 0 and p < n and p == math.floor(p) and redis.call('EXISTS', KEYS[i]) == 0 then
     local fence = redis.call('INCR', KEYS[3])
-    redis.call('SET', KEYS[i], ARGV[1] .. '|' .. fence .. '|' .. ARGV[2], 'PX', ARGV[3])
+    -- Lua's .. would print a large number as 1.79e+15; %.0f is exact below 2^53.
+    redis.call('SET', KEYS[i], ARGV[1] .. '|' .. string.format('%.0f', fence) .. '|' .. ARGV[2], 'PX', ARGV[3])
     return {p, fence}
   end
 end

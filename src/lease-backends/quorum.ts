@@ -89,9 +89,9 @@ export function failures<T>(votes: readonly Vote<T>[]): unknown[] {
 }
 
 /** An error saying why a round reached no quorum, with the servers' errors attached. */
-export function noQuorum<T>(what: string, state: RoundState<T>, servers: number): Error {
+export function noQuorum<T>(state: RoundState<T>, servers: number, detail = ""): Error {
   const errors = failures(state.votes);
-  const message = `${what}: no quorum (${state.quorum} of ${servers} needed; ${errors.length} failed, ${state.pending} did not answer)`;
+  const message = `no quorum${detail} (${state.quorum} of ${servers} needed; ${errors.length} failed, ${state.pending} did not answer)`;
   return errors.length > 0 ? new AggregateError(errors, `${message}: ${errors.map(describe).join("; ")}`) : new Error(message);
 }
 

@@ -56,7 +56,7 @@ type AcquireOutcome =
   | { kind: "missing" }
   | { kind: "error"; error: Error };
 
-/** How long the inspect/readPlan rounds wait for stragglers once a quorum has answered, in ms. */
+/** How long the ensurePlan and inspect rounds wait for stragglers once a quorum has answered, in ms. */
 const READ_SETTLE_MS = 100;
 
 /**
@@ -77,7 +77,8 @@ const READ_SETTLE_MS = 100;
  *   that grows with every grant.
  * - `renew` needs a quorum within the same validity; `release` is sent to every server.
  * - `ensurePlan` stores the plan (and its grace period) on every server that lacks it, needs a
- *   quorum, and rejects with PlanMismatchError if any server holds another plan. A server that
+ *   quorum, and rejects with PlanMismatchError if any server that answers (within 100 ms of the
+ *   quorum) holds another plan. A server that
  *   lost its state answers `tryAcquire` with "no plan": the call rejects with PlanMissingError
  *   (also on the next call when the answer came after the decision), the limiter calls
  *   `ensurePlan`, and that server grants nothing during its grace period.
@@ -132,10 +133,11 @@ export class RedlockLeaseBackend implements LeaseBackend {
             }
             ok++;
           }
-          if (ok >= state.quorum) return true;
-          if (ok + state.pending < state.quorum) throw noQuorum("ensurePlan", state, this.clients.length);
-          return undefined;
+          if (ok + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
+          // Waits for every server (or the settle time) so that a differing plan anywhere is seen.
+          return state.final ? true : undefined;
         },
+        READ_SETTLE_MS,
       ),
     );
     this.planMissingOnSome.delete(resource);
@@ -147,7 +149,7 @@ export class RedlockLeaseBackend implements LeaseBackend {
       runRound(
         this.clients.length,
         (i) => this.run(i, signal, (c) => c.get(key)),
-        (state) => agreed(state, this.clients.length, (v) => v, "readPlan"),
+        (state) => agreed(state, this.clients.length, (v) => v),
       ),
     );
     return stored === null ? null : parsePlan(stored);
@@ -197,7 +199,7 @@ export class RedlockLeaseBackend implements LeaseBackend {
           const refused = state.votes.filter((v) => v.ok && v.value !== 1).length;
           if (extended >= state.quorum) return this.withinValidity(started, ttl);
           if (refused > this.clients.length - state.quorum) return false;
-          if (extended + state.pending < state.quorum) throw noQuorum("renew", state, this.clients.length);
+          if (extended + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
           return undefined;
         },
       ),
@@ -213,7 +215,7 @@ export class RedlockLeaseBackend implements LeaseBackend {
         (i) => this.run(i, signal, (c) => scripts.release.run(c, [key], args)),
         (state) => {
           const ok = state.votes.filter((v) => v.ok).length;
-          if (ok + state.pending < state.quorum) throw noQuorum("release", state, this.clients.length);
+          if (ok + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
           // Every server gets the release; the call need not wait for a stalled minority.
           return state.pending === 0 || ok >= state.quorum ? true : undefined;
         },
@@ -229,7 +231,7 @@ export class RedlockLeaseBackend implements LeaseBackend {
         (i) => this.run(i, signal, async (c) => parseInspectReply(await scripts.inspect.run(c, [keys.plan], [keys.partitionBase]))),
         (state) => {
           const answered = state.votes.flatMap((v) => (v.ok ? [v.value] : []));
-          if (answered.length + state.pending < state.quorum) throw noQuorum("inspect", state, this.clients.length);
+          if (answered.length + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
           return state.final ? answered : undefined;
         },
         READ_SETTLE_MS,
@@ -314,7 +316,7 @@ export class RedlockLeaseBackend implements LeaseBackend {
     }
     if (best + state.pending >= state.quorum) return undefined;
     if (failures(state.votes).length > this.clients.length - state.quorum) {
-      return { kind: "error", error: noQuorum("tryAcquire", state, this.clients.length) };
+      return { kind: "error", error: noQuorum(state, this.clients.length) };
     }
     return grants > 0 ? { kind: "split" } : { kind: "none" };
   }
@@ -382,7 +384,7 @@ function majority<V>(values: readonly V[], quorum: number): V | undefined {
 }
 
 /** Decides a read round: the value a quorum of servers answered, or an error when none can. */
-function agreed<T, V>(state: RoundState<T>, servers: number, key: (value: T) => V, what: string): V | undefined {
+function agreed<T, V>(state: RoundState<T>, servers: number, key: (value: T) => V): V | undefined {
   const values = state.votes.flatMap((v) => (v.ok ? [key(v.value)] : []));
   const counts = new Map<V, number>();
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
@@ -391,6 +393,6 @@ function agreed<T, V>(state: RoundState<T>, servers: number, key: (value: T) => 
     if (count >= state.quorum) return v;
     best = Math.max(best, count);
   }
-  if (best + state.pending < state.quorum) throw noQuorum(`${what} (servers disagree or fail)`, state, servers);
+  if (best + state.pending < state.quorum) throw noQuorum(state, servers, " (servers disagree or fail)");
   return undefined;
 }

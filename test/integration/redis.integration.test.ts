@@ -1,40 +1,15 @@
 import { randomUUID } from "node:crypto";
-import { startRedis, type RedisServer } from "../support/servers/redis.js";
-import { describeScenarioResult, runSharedQuotaScenario, type SharedQuotaScenarioResult } from "../support/shared-quota-scenario.js";
+import { startRedis } from "../support/servers/redis.js";
+import { describeSharedQuota } from "../support/describe-shared-quota.js";
 
-// Four worker processes share limit 200/s in 20 partitions through one redis-server started
-// here; about 20 s in all (10 s of steady state, a takeover of about one TTL).
-const LEASE_TTL_MS = 2_000;
-let server: RedisServer;
-let result: SharedQuotaScenarioResult;
-
-beforeAll(async () => {
-  server = await startRedis();
-  result = await runSharedQuotaScenario({
-    spec: { kind: "redis", url: server.url, keyPrefix: "it:" },
-    resource: `it-redis-${randomUUID().slice(0, 8)}`,
-    leaseTtlMs: LEASE_TTL_MS,
-  });
-  process.stdout.write(`${describeScenarioResult("redis", result)}\n`);
-}, 90_000);
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-describe("redis: four processes sharing one quota", () => {
-  test("no window of 1 s ever receives more than the limit, kill included", () => {
-    expect(result.audit.overLimitWindows).toBe(0);
-    expect(result.audit.worstRatio).toBeLessThanOrEqual(1);
-    expect(result.requestErrors).toBe(0);
-  });
-
-  test("uses at least 90% of the quota in steady state", () => {
-    expect(result.steady.utilisation).toBeGreaterThanOrEqual(0.9);
-  });
-
-  test("the survivors take a killed worker's partitions over within TTL + 1 s", () => {
-    expect(result.killed.heldPartitions).toBeGreaterThan(0);
-    expect(result.takeoverMs).toBeLessThanOrEqual(LEASE_TTL_MS + 1_000);
-  });
+// One redis-server started here; about 20 s in all (10 s of steady state, a takeover of about one TTL).
+describeSharedQuota({
+  name: "redis",
+  leaseTtlMs: 2_000,
+  resource: `it-redis-${randomUUID().slice(0, 8)}`,
+  timeoutMs: 90_000,
+  start: async () => {
+    const server = await startRedis();
+    return { spec: { kind: "redis", url: server.url, keyPrefix: "it:" }, stop: () => server.stop() };
+  },
 });

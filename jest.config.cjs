@@ -1,13 +1,25 @@
-/** Jest runs the TypeScript sources through ts-jest as CommonJS (transpile only; `npm run typecheck` checks types). */
-module.exports = {
+/**
+ * Jest runs the TypeScript sources through ts-jest as CommonJS (transpile only; `npm run typecheck`
+ * checks types). Two projects: "unit" (virtual time, conformance against real servers; run in
+ * parallel) and "system" (several real processes per test, audited on arrival times; run one file
+ * at a time, since two such files at once overload a 2-core machine and the arrival spread would
+ * exceed the `jitterMs` the tests configure). `npm test` runs both.
+ */
+const transform = {
+  "^.+\\.ts$": ["ts-jest", { tsconfig: { module: "CommonJS", moduleResolution: "Node10", target: "ES2022", esModuleInterop: true, isolatedModules: true } }],
+};
+const common = {
   testEnvironment: "node",
-  roots: ["<rootDir>/test"],
-  testMatch: ["**/*.test.ts"],
-  transform: {
-    "^.+\\.ts$": ["ts-jest", { tsconfig: { module: "CommonJS", moduleResolution: "Node10", target: "ES2022", esModuleInterop: true, isolatedModules: true } }],
-  },
+  rootDir: __dirname,
+  transform,
   moduleNameMapper: { "^(\\.{1,2}/.*)\\.js$": "$1" },
   testTimeout: 60_000,
-  // Integration suites start real servers and processes; two workers keep the 2-core machine responsive.
-  maxWorkers: 2,
+};
+
+module.exports = {
+  testTimeout: 60_000,
+  projects: [
+    { ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts", "<rootDir>/test/conformance/**/*.test.ts"] },
+    { ...common, displayName: "system", testMatch: ["<rootDir>/test/integration/**/*.test.ts", "<rootDir>/test/faults/**/*.test.ts"] },
+  ],
 };

@@ -210,3 +210,18 @@ describe("PartitionedRateLimiter", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 });
+
+describe("regressions found by the property tests", () => {
+  test("a saturated limiter reaches its full share within 2 s, not a quarter more per interval", async () => {
+    // Shrunk counterexample: 1 process, 20 partitions, slicesPerInterval 5, 3 units per slice;
+    // sizing from the last whole interval grew the holding by 25% a second (6 s to full).
+    const { simulate } = await import("../support/simulation.js");
+    const result = await simulate({
+      limit: 300, intervalMs: 1000, partitions: 20, processes: 1, leaseTtlMs: 3000, slicesPerInterval: 5,
+      durationMs: 6000, costs: [1], concurrency: 3, drift: [0], faults: [], precreatePlan: true, seed: 1,
+    });
+    const second = result.admissions.filter((a) => a.t >= 3000 && a.t < 4000).reduce((s, a) => s + a.units, 0);
+    expect(second / 300).toBeGreaterThanOrEqual(0.97);
+    expect(result.audit.overLimitWindows).toBe(0);
+  });
+});

@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { auditSlidingWindows, type AuditResult } from "../support/audit.js";
 import { createBackend } from "../support/backend-spec.js";
-import { startRecorder, type Arrival, type Recorder } from "../support/recorder.js";
+import type { Arrival, Recorder } from "../support/recorder.js";
+import { startRecorderProcess } from "../support/recorder-process-client.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
 import type { WorkerStats } from "../support/worker-protocol.js";
@@ -39,7 +40,8 @@ interface Row {
   proxy: TcpProxy;
   /** Resolves the recorder time at which live workers hold every partition again. */
   full(timeoutMs: number, what: string): Promise<number>;
-  unitsIn(from: number, to: number, worker?: string): number;
+  /** Units that arrived in [from, to), after fetching every arrival from the recorder process. */
+  unitsIn(from: number, to: number, worker?: string): Promise<number>;
 }
 
 interface RowResult {
@@ -64,7 +66,8 @@ async function row(inject: (r: Row) => Promise<void>, workerEnv: Record<string, 
   }
   const proxy = new TcpProxy(server.port);
   await proxy.start();
-  const recorder = await startRecorder();
+  // In its own process: a stall of this one (spawning a redis-server) must not stamp arrivals late.
+  const recorder = await startRecorderProcess();
   const saved: Record<string, string | undefined> = {};
   for (const [k, v] of Object.entries(workerEnv)) {
     saved[k] = process.env[k];
@@ -89,8 +92,10 @@ async function row(inject: (r: Row) => Promise<void>, workerEnv: Record<string, 
     const r: Row = {
       recorder, group: g, proxy,
       full: (timeoutMs, what) => g.waitFor(() => g.heldPartitions() === PARTITIONS, timeoutMs, what),
-      unitsIn: (from, to, worker) =>
-        recorder.arrivals().filter((a) => a.t >= from && a.t < to && (worker === undefined || a.worker === worker)).reduce((s, a) => s + a.cost, 0),
+      unitsIn: async (from, to, worker) => {
+        await recorder.sync();
+        return recorder.arrivals().filter((a) => a.t >= from && a.t < to && (worker === undefined || a.worker === worker)).reduce((s, a) => s + a.cost, 0);
+      },
     };
     await r.full(20_000, "holding every partition at start");
     await sleep(2000);
@@ -125,8 +130,8 @@ function mostHeld(group: WorkerGroup): WorkerHandle {
   return [...group.workers].sort((a, b) => (b.stats()?.limiter.heldPartitions ?? 0) - (a.stats()?.limiter.heldPartitions ?? 0))[0]!;
 }
 
-function utilisation(r: Row, from: number, to: number): number {
-  return r.unitsIn(from, to) / ((LIMIT * (to - from)) / INTERVAL);
+async function utilisation(r: Row, from: number, to: number): Promise<number> {
+  return (await r.unitsIn(from, to)) / ((LIMIT * (to - from)) / INTERVAL);
 }
 
 test("1. SIGKILL a worker: its capacity is reused within TTL + margin + one acquisition cycle", async () => {
@@ -165,13 +170,13 @@ test("2. SIGSTOP a worker longer than the TTL, then SIGCONT: it admits nothing o
     const resumedAt = r.recorder.now();
     await sleep(1500);
     // Requests sent before the stop may still land just after it; none may come after.
-    duringPause = r.unitsIn(stoppedAt + 100, r.recorder.now(), victim.id);
+    duringPause = await r.unitsIn(stoppedAt + 100, r.recorder.now(), victim.id);
     // The survivors are saturated and keep everything (no fairness is promised); once they close,
     // the resumed worker takes the partitions again.
     await Promise.all(others.map((w) => w.stop()));
     await r.group.waitFor(() => (victim.stats()?.limiter.heldPartitions ?? 0) > 0, TTL + 3000, "the resumed worker taking partitions");
     await sleep(1500);
-    rejoined = r.unitsIn(resumedAt, r.recorder.now(), victim.id);
+    rejoined = await r.unitsIn(resumedAt, r.recorder.now(), victim.id);
   });
   report("SIGSTOP one worker 2.5 x TTL", "1 stop/cont", result, recovery);
   expect(duringPause).toBe(0);
@@ -187,7 +192,7 @@ test("3. redis-server killed and restarted empty: workers stop by their deadline
     const killedAt = r.recorder.now();
     await server.kill();
     await sleep(TTL + 500);
-    afterDeadlines = r.unitsIn(killedAt + TTL + 100, r.recorder.now());
+    afterDeadlines = await r.unitsIn(killedAt + TTL + 100, r.recorder.now());
     await server.restart();
     const upAt = r.recorder.now();
     // The first tryAcquire finds no plan; ensurePlan re-creates it with a grace of one TTL.
@@ -209,7 +214,7 @@ test("4. network blackholed (TcpProxy) for 2 x TTL: renewals time out, workers s
     // Held, not dropped: TCP delivers after a partition heals (dropping desynchronises ioredis).
     r.proxy.blackhole("hold");
     await sleep(2 * TTL);
-    afterDeadlines = r.unitsIn(at + TTL + 100, r.recorder.now());
+    afterDeadlines = await r.unitsIn(at + TTL + 100, r.recorder.now());
     r.proxy.heal();
     const healedAt = r.recorder.now();
     recovery = (await r.full(TTL + 10_000, "recovery after the partition healed")) - healedAt;
@@ -226,7 +231,7 @@ test("5. wall clock jumping ±1 h in every worker: nothing changes", async () =>
   const result = await row(async (r) => {
     const from = r.recorder.now();
     await sleep(5000);
-    util = utilisation(r, from, r.recorder.now());
+    util = await utilisation(r, from, r.recorder.now());
     // Every worker kept its share throughout.
     for (const w of r.group.workers) expect(w.stats()?.limiter.leasesLost).toBe(0);
   }, { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${join(__dirname, "wall-clock-jumps.mjs")}`.trim() });
@@ -242,7 +247,7 @@ test("6. slow network (TcpProxy +150 ms each way): no over-admission, quota stil
     r.proxy.setDelay(150);
     const from = r.recorder.now();
     await sleep(5000);
-    util = utilisation(r, from + 1000, r.recorder.now());
+    util = await utilisation(r, from + 1000, r.recorder.now());
     r.proxy.setDelay(0);
   });
   report("slow backend, +300 ms round trip", "5 s of delay", result, null);

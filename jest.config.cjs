@@ -13,7 +13,6 @@ const common = {
   rootDir: __dirname,
   transform,
   moduleNameMapper: { "^(\\.{1,2}/.*)\\.js$": "$1" },
-  testTimeout: 60_000,
 };
 
 module.exports = {

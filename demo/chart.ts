@@ -76,7 +76,8 @@ export function renderChart(panels: readonly ChartPanel[], limit: number, interv
       parts.push(`<text x="${x(sec)}" y="${top + panelHeight - 18}" font-size="11" text-anchor="middle">${sec}s</text>`);
     }
     parts.push(`<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${y(quotaPerSecond)}" y2="${y(quotaPerSecond)}" stroke="#000" stroke-dasharray="8 4"/>`);
-    parts.push(`<text x="${margin.left + plotW + 8}" y="${y(quotaPerSecond) + 4}" font-size="12">quota ${quotaPerSecond}/s</text>`);
+    // Inside the plot, above the line: beside it the label would collide with the legend.
+    parts.push(`<text x="${margin.left + 6}" y="${y(quotaPerSecond) - 5}" font-size="12">quota ${quotaPerSecond}/s</text>`);
     s.lines.forEach((line, i) => {
       const points = line.values.map((v, k) => `${x((k * STEP_MS) / 1000).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
       parts.push(`<polyline fill="none" stroke="${line.color}" stroke-width="1.5"${line.dash ? ` stroke-dasharray="${line.dash}"` : ""} points="${points}"/>`);

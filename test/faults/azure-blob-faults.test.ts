@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { FaultMatrix, mostHeld, sleep, withoutEnv } from "../support/fault-matrix.js";
+import { FaultMatrix, killMostHeld, sleep, withoutEnv } from "../support/fault-matrix.js";
 import { connectionStringFor, startAzurite, type AzuriteServer } from "../support/servers/azurite.js";
 
 // The real-process fault matrix on Azure Blob leases (issue #8): four worker processes saturate one
@@ -54,13 +54,7 @@ test("2. SIGKILL a worker: its capacity is reused within TTL + one acquisition c
   let recovery = 0;
   let victimHeld = 0;
   const result = await matrix.row(async (r) => {
-    const victim = mostHeld(r.group);
-    victimHeld = victim.stats()?.limiter.heldPartitions ?? 0;
-    const at = r.recorder.now();
-    victim.kill("SIGKILL");
-    r.mark("killed");
-    recovery = (await r.full(TTL + 8000, "survivors taking the killed worker's partitions")) - at;
-    await sleep(1000);
+    ({ victimHeld, recoveryMs: recovery } = await killMostHeld(r, TTL + 8000, 1000));
   });
   matrix.report("SIGKILL one worker", `1 kill (victim held ${victimHeld})`, result, recovery);
   expect(victimHeld).toBeGreaterThan(0);

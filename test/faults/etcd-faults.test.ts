@@ -1,4 +1,4 @@
-import { FaultMatrix, mostHeld, sleep, withoutEnv } from "../support/fault-matrix.js";
+import { FaultMatrix, killMostHeld, sleep, stopMostHeld, withoutEnv } from "../support/fault-matrix.js";
 import { startEtcd, type EtcdServer } from "../support/servers/etcd.js";
 
 // The real-process fault matrix on etcd (issue #8): four worker processes saturate one shared
@@ -30,13 +30,7 @@ test("1. SIGKILL a worker: its capacity is reused within TTL + etcd's expiry swe
   let recovery = 0;
   let victimHeld = 0;
   const result = await matrix.row(async (r) => {
-    const victim = mostHeld(r.group);
-    victimHeld = victim.stats()?.limiter.heldPartitions ?? 0;
-    const at = r.recorder.now();
-    victim.kill("SIGKILL");
-    r.mark("killed");
-    recovery = (await r.full(TTL + 5000, "survivors taking the killed worker's partitions")) - at;
-    await sleep(2000);
+    ({ victimHeld, recoveryMs: recovery } = await killMostHeld(r, TTL + 5000, 2000));
   });
   matrix.report("SIGKILL one worker", `1 kill (victim held ${victimHeld})`, result, recovery);
   expect(victimHeld).toBeGreaterThan(0);
@@ -52,26 +46,7 @@ test("2. SIGSTOP a worker longer than the TTL, then SIGCONT: it admits nothing o
   let duringPause = -1;
   let rejoined = 0;
   const result = await matrix.row(async (r) => {
-    const victim = mostHeld(r.group);
-    const stoppedAt = r.recorder.now();
-    victim.kill("SIGSTOP");
-    r.mark("stopped");
-    // The stopped worker's last report still counts its partitions: sum the others'.
-    const others = r.group.workers.filter((w) => w !== victim);
-    const othersFull = () => others.reduce((s, w) => s + (w.stats()?.limiter.heldPartitions ?? 0), 0) === matrix.partitions;
-    recovery = (await r.group.waitFor(othersFull, TTL + 5000, "survivors taking the stopped worker's partitions")) - stoppedAt;
-    await sleep(2.5 * TTL - (r.recorder.now() - stoppedAt));
-    victim.kill("SIGCONT");
-    r.mark("resumed");
-    const resumedAt = r.recorder.now();
-    await sleep(1500);
-    // Requests sent before the stop may still land just after it; none may come after.
-    duringPause = await r.unitsIn(stoppedAt + 100, r.recorder.now(), victim.id);
-    // The survivors are saturated and keep everything; once they close, the resumed worker takes over.
-    await Promise.all(others.map((w) => w.stop()));
-    await r.group.waitFor(() => (victim.stats()?.limiter.heldPartitions ?? 0) > 0, TTL + 3000, "the resumed worker taking partitions");
-    await sleep(1500);
-    rejoined = await r.unitsIn(resumedAt, r.recorder.now(), victim.id);
+    ({ recoveryMs: recovery, duringPause, rejoined } = await stopMostHeld(r, TTL, matrix.partitions));
   });
   matrix.report("SIGSTOP one worker 2.5 x TTL", "1 stop/cont", result, recovery);
   expect(duringPause).toBe(0);

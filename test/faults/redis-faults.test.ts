@@ -7,7 +7,8 @@ import { startRecorderProcess } from "../support/recorder-process-client.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
 import type { WorkerStats } from "../support/worker-protocol.js";
-import { startWorkers, type WorkerGroup, type WorkerHandle } from "../support/workers.js";
+import { startWorkers, type WorkerGroup } from "../support/workers.js";
+import { killMostHeld, sleep, stopMostHeld } from "../support/fault-matrix.js";
 
 // The real-process fault matrix on Redis (issue #8): four worker processes saturate one shared
 // quota through a real redis-server, reached through a TcpProxy; every request is recorded where
@@ -32,7 +33,6 @@ afterAll(async () => {
   if (rows.length) process.stdout.write(`redis fault matrix (${WORKERS} processes, limit ${LIMIT}/${INTERVAL} ms, ${PARTITIONS} partitions, ttl ${TTL} ms):\n${rows.join("\n")}\n`);
 });
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 interface Row {
   recorder: Recorder;
@@ -126,10 +126,6 @@ function report(name: string, faults: string, result: RowResult, recoveryMs: num
   rows.push(`| ${name} | ${faults} | ${a.overLimitWindows} | ${(a.worstRatio * 100).toFixed(1)}% | ${recoveryMs === null ? "-" : `${Math.round(recoveryMs)} ms`} | ${result.lost} | ${a.events} |`);
 }
 
-function mostHeld(group: WorkerGroup): WorkerHandle {
-  return [...group.workers].sort((a, b) => (b.stats()?.limiter.heldPartitions ?? 0) - (a.stats()?.limiter.heldPartitions ?? 0))[0]!;
-}
-
 async function utilisation(r: Row, from: number, to: number): Promise<number> {
   return (await r.unitsIn(from, to)) / ((LIMIT * (to - from)) / INTERVAL);
 }
@@ -138,12 +134,7 @@ test("1. SIGKILL a worker: its capacity is reused within TTL + margin + one acqu
   let recovery = 0;
   let victimHeld = 0;
   const result = await row(async (r) => {
-    const victim = mostHeld(r.group);
-    victimHeld = victim.stats()?.limiter.heldPartitions ?? 0;
-    const at = r.recorder.now();
-    victim.kill("SIGKILL");
-    recovery = (await r.full(TTL + 5000, "survivors taking the killed worker's partitions")) - at;
-    await sleep(2000);
+    ({ victimHeld, recoveryMs: recovery } = await killMostHeld(r, TTL + 5000, 2000));
   });
   report("SIGKILL one worker", `1 kill (victim held ${victimHeld})`, result, recovery);
   expect(victimHeld).toBeGreaterThan(0);
@@ -158,25 +149,7 @@ test("2. SIGSTOP a worker longer than the TTL, then SIGCONT: it admits nothing o
   let duringPause = -1;
   let rejoined = 0;
   const result = await row(async (r) => {
-    const victim = mostHeld(r.group);
-    const stoppedAt = r.recorder.now();
-    victim.kill("SIGSTOP");
-    // The stopped worker's last report still counts its partitions: sum the others'.
-    const others = r.group.workers.filter((w) => w !== victim);
-    const othersFull = () => others.reduce((s, w) => s + (w.stats()?.limiter.heldPartitions ?? 0), 0) === PARTITIONS;
-    recovery = (await r.group.waitFor(othersFull, TTL + 5000, "survivors taking the stopped worker's partitions")) - stoppedAt;
-    await sleep(2.5 * TTL - (r.recorder.now() - stoppedAt));
-    victim.kill("SIGCONT");
-    const resumedAt = r.recorder.now();
-    await sleep(1500);
-    // Requests sent before the stop may still land just after it; none may come after.
-    duringPause = await r.unitsIn(stoppedAt + 100, r.recorder.now(), victim.id);
-    // The survivors are saturated and keep everything (no fairness is promised); once they close,
-    // the resumed worker takes the partitions again.
-    await Promise.all(others.map((w) => w.stop()));
-    await r.group.waitFor(() => (victim.stats()?.limiter.heldPartitions ?? 0) > 0, TTL + 3000, "the resumed worker taking partitions");
-    await sleep(1500);
-    rejoined = await r.unitsIn(resumedAt, r.recorder.now(), victim.id);
+    ({ recoveryMs: recovery, duringPause, rejoined } = await stopMostHeld(r, TTL, PARTITIONS));
   });
   report("SIGSTOP one worker 2.5 x TTL", "1 stop/cont", result, recovery);
   expect(duringPause).toBe(0);

@@ -81,6 +81,64 @@ export function mostHeld(group: WorkerGroup): WorkerHandle {
   return [...group.workers].sort((a, b) => (b.stats()?.limiter.heldPartitions ?? 0) - (a.stats()?.limiter.heldPartitions ?? 0))[0]!;
 }
 
+/** What the shared worker faults need of a row (a FaultMatrix row, or a backend file's own). */
+export interface WorkerFaultRow {
+  readonly recorder: { now(): number };
+  readonly group: WorkerGroup;
+  full(timeoutMs: number, what: string): Promise<number>;
+  unitsIn(from: number, to: number, worker?: string): Promise<number>;
+  mark?(name: string): void;
+}
+
+/**
+ * SIGKILLs the worker holding the most partitions and waits until the survivors hold every one
+ * again. Resolves to how many it held and the recovery time from the kill, in ms.
+ */
+export async function killMostHeld(r: WorkerFaultRow, recoveryTimeoutMs: number, settleMs: number): Promise<{ victimHeld: number; recoveryMs: number }> {
+  const victim = mostHeld(r.group);
+  const victimHeld = victim.stats()?.limiter.heldPartitions ?? 0;
+  const at = r.recorder.now();
+  victim.kill("SIGKILL");
+  r.mark?.("killed");
+  const recoveryMs = (await r.full(recoveryTimeoutMs, "survivors taking the killed worker's partitions")) - at;
+  await sleep(settleMs);
+  return { victimHeld, recoveryMs };
+}
+
+/**
+ * SIGSTOPs the worker holding the most partitions for 2.5 × TTL, then SIGCONTs it; once the
+ * survivors close, it must take partitions again. Resolves to the survivors' recovery time, the
+ * units the stopped worker delivered after its stop (must be 0), and what it delivered on rejoining.
+ */
+export async function stopMostHeld(
+  r: WorkerFaultRow,
+  ttlMs: number,
+  partitions: number,
+): Promise<{ recoveryMs: number; duringPause: number; rejoined: number }> {
+  const victim = mostHeld(r.group);
+  const stoppedAt = r.recorder.now();
+  victim.kill("SIGSTOP");
+  r.mark?.("stopped");
+  // The stopped worker's last report still counts its partitions: sum the others'.
+  const others = r.group.workers.filter((w) => w !== victim);
+  const othersFull = () => others.reduce((s, w) => s + (w.stats()?.limiter.heldPartitions ?? 0), 0) === partitions;
+  const recoveryMs = (await r.group.waitFor(othersFull, ttlMs + 5000, "survivors taking the stopped worker's partitions")) - stoppedAt;
+  await sleep(2.5 * ttlMs - (r.recorder.now() - stoppedAt));
+  victim.kill("SIGCONT");
+  r.mark?.("resumed");
+  const resumedAt = r.recorder.now();
+  await sleep(1500);
+  // Requests sent before the stop may still land just after it; none may come after.
+  const duringPause = await r.unitsIn(stoppedAt + 100, r.recorder.now(), victim.id);
+  // The survivors are saturated and keep everything (no fairness is promised); once they close,
+  // the resumed worker takes the partitions again.
+  await Promise.all(others.map((w) => w.stop()));
+  await r.group.waitFor(() => (victim.stats()?.limiter.heldPartitions ?? 0) > 0, ttlMs + 3000, "the resumed worker taking partitions");
+  await sleep(1500);
+  const rejoined = await r.unitsIn(resumedAt, r.recorder.now(), victim.id);
+  return { recoveryMs, duringPause, rejoined };
+}
+
 /**
  * FaultMatrix runs the real-process fault rows of issue #8 on one backend: per row a fresh
  * resource whose plan is stored without grace, a recorder process stamping every arrival (its own

@@ -3,7 +3,7 @@ import type { Redis } from "ioredis";
 import { RateLimiterMemory, RateLimiterQueue, RateLimiterRedis } from "rate-limiter-flexible";
 import { MemoryLeaseBackend } from "../src/lease-backends/memory.js";
 import { RedisLeaseBackend } from "../src/lease-backends/redis.js";
-import type { LeaseBackend } from "../src/lease-backends/lease-backend.js";
+import type { LeaseBackend } from "../src/contract/lease-backend.js";
 import { PartitionedRateLimiter } from "../src/limiter/partitioned-rate-limiter.js";
 import type { PartitionedRateLimiterOptions } from "../src/limiter/options.js";
 import { waitUntil } from "./common.js";

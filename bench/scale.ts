@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { MemoryLeaseBackend } from "../src/lease-backends/memory.js";
 import { PartitionedRateLimiter } from "../src/limiter/partitioned-rate-limiter.js";
-import { VirtualClock } from "../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../src/testing/virtual-clock.js";
 import { perSecond, type BenchContext, type ScenarioResult } from "./common.js";
 
 // Scenario 5: how coordination grows with partitions and limiters. Everything runs in this

@@ -12,7 +12,7 @@ import { AzureQueueSource } from "../src/flow/consumers/azure-queue-source.js";
 import { runConsumer, type QueueConsumer } from "../src/flow/consumers/run-consumer.js";
 import type { ReceivedMessage } from "../src/flow/consumers/queue-source.js";
 import { PartitionedRateLimiter } from "../src/limiter/partitioned-rate-limiter.js";
-import type { Plan } from "../src/limiter/plan.js";
+import type { Plan } from "../src/contract/plan.js";
 import { closeWriter, writeRecord, type DemoRecord } from "./writer.js";
 
 /** What the parent passes (as JSON in argv[2]). */

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { QueueServiceClient, type QueueClient } from "@azure/storage-queue";
 import { connectBackend } from "../src/cli/connect-backend.js";
 import { PartitionedRateLimiter } from "../src/limiter/partitioned-rate-limiter.js";
-import type { Plan } from "../src/limiter/plan.js";
+import type { Plan } from "../src/contract/plan.js";
 import { startAzurite, type AzuriteServer } from "../test/support/servers/azurite.js";
 import { renderChart, type ChartPanel } from "./chart.js";
 import type { Arrival } from "./database.js";

@@ -1,4 +1,4 @@
-import type { LeaseBackend } from "../lease-backends/lease-backend.js";
+import type { LeaseBackend } from "../contract/lease-backend.js";
 import type { BackendSpec } from "./backend-url.js";
 
 /** A connected backend and how to let go of its clients. */

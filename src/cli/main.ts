@@ -4,8 +4,8 @@
  * partition; `plan` creates or verifies a plan. Run with `--help`.
  */
 import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
-import { partitionPools, validatePlan, type Plan } from "../limiter/plan.js";
-import type { PartitionState } from "../lease-backends/lease-backend.js";
+import { partitionPools, validatePlan, type Plan } from "../contract/plan.js";
+import type { PartitionState } from "../contract/lease-backend.js";
 import { numberOption, parseArgs, single, UsageError, type ParsedArgs } from "./args.js";
 import { BACKEND_URL_FORMS, BackendUrlError, parseBackendUrl, redact } from "./backend-url.js";
 import { connectBackend, type ConnectedBackend } from "./connect-backend.js";

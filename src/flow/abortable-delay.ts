@@ -1,4 +1,4 @@
-import { systemClock, type Clock } from "../limiter/clock.js";
+import { systemClock, type Clock } from "../contract/clock.js";
 
 /**
  * abortableDelay resolves after `ms` on `clock`, or rejects at once with `signal.reason` when the

@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events";
 import { ConfigError } from "../errors/config-error.js";
-import { systemClock, type Clock, type TimerHandle } from "../limiter/clock.js";
+import { systemClock, type Clock, type TimerHandle } from "../contract/clock.js";
 import type { ThrottledEvent } from "../limiter/events.js";
 import type { PartitionedRateLimiter } from "../limiter/partitioned-rate-limiter.js";
-import { finiteNumber } from "../limiter/validate.js";
+import { finiteNumber } from "../contract/validate.js";
 
 /** AdaptiveRateControllerOptions are the options of {@link AdaptiveRateController}. Times in ms. */
 export interface AdaptiveRateControllerOptions {

@@ -5,7 +5,7 @@ import { LimiterClosedError } from "../errors/limiter-closed-error.js";
 import { QueueFullError } from "../errors/queue-full-error.js";
 import { TimeoutError } from "../errors/timeout-error.js";
 import type { PartitionedRateLimiter } from "../limiter/partitioned-rate-limiter.js";
-import { finiteNumber } from "../limiter/validate.js";
+import { finiteNumber } from "../contract/validate.js";
 
 /** ShedInfo describes one request answered 503 by {@link loadShedding}. */
 export interface ShedInfo {

@@ -1,6 +1,6 @@
 import { ConfigError } from "../errors/config-error.js";
 import type { PartitionedRateLimiter } from "../limiter/partitioned-rate-limiter.js";
-import { optionalSignal } from "../limiter/validate.js";
+import { optionalSignal } from "../contract/validate.js";
 
 /** PaceOptions are the options of {@link pace} and `createPacingTransform`. */
 export interface PaceOptions<T> {

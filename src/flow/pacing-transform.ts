@@ -1,6 +1,6 @@
 import { Transform } from "node:stream";
 import { ConfigError } from "../errors/config-error.js";
-import { optionalSignal } from "../limiter/validate.js";
+import { optionalSignal } from "../contract/validate.js";
 import { costOf, type PaceOptions } from "./pace.js";
 
 /**

@@ -1,8 +1,8 @@
 import { ConfigError } from "../errors/config-error.js";
 import { TimeoutError } from "../errors/timeout-error.js";
-import { systemClock, type Clock } from "../limiter/clock.js";
+import { systemClock, type Clock } from "../contract/clock.js";
 import type { PartitionedRateLimiter } from "../limiter/partitioned-rate-limiter.js";
-import { finiteNumber, optionalSignal } from "../limiter/validate.js";
+import { finiteNumber, optionalSignal } from "../contract/validate.js";
 import { abortableDelay } from "./abortable-delay.js";
 import { fullJitterBackoff } from "./full-jitter-backoff.js";
 

@@ -5,9 +5,9 @@ import { ConfigError } from "../errors/config-error.js";
 import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../limiter/plan.js";
+import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
 import { withDeadline } from "./call-deadline.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "./lease-backend.js";
+import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
 
 /** Options of {@link AzureBlobLeaseBackend}. */
 export interface AzureBlobLeaseBackendOptions {

@@ -1,6 +1,6 @@
 import { TimeoutError } from "../errors/timeout-error.js";
-import { systemClock, type Clock, type TimerHandle } from "../limiter/clock.js";
-import type { CallOptions } from "./lease-backend.js";
+import { systemClock, type Clock, type TimerHandle } from "../contract/clock.js";
+import type { CallOptions } from "../contract/lease-backend.js";
 
 /**
  * Runs `operation` under `opts`: rejects with `signal.reason` as soon as the signal aborts (or at

@@ -16,11 +16,11 @@ import { ConfigError } from "../errors/config-error.js";
 import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../limiter/plan.js";
-import { finiteNumber, holderIdValue, resourceName } from "../limiter/validate.js";
+import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
+import { finiteNumber, holderIdValue, resourceName } from "../contract/validate.js";
 import { withDeadline } from "./call-deadline.js";
 import { HolderLease, makeToken, parseToken, type Condemned } from "./etcd-holder-lease.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "./lease-backend.js";
+import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
 
 /** Options of {@link EtcdLeaseBackend}. */
 export interface EtcdLeaseBackendOptions {

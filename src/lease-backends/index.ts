@@ -1,4 +1,4 @@
-export type { LeaseBackend, Lease, CallOptions, EnsurePlanOptions, PartitionState } from "./lease-backend.js";
+export type { LeaseBackend, Lease, CallOptions, EnsurePlanOptions, PartitionState } from "../contract/lease-backend.js";
 export { MemoryLeaseBackend } from "./memory.js";
 export type { MemoryLeaseBackendOptions } from "./memory.js";
 export { RedisLeaseBackend } from "./redis.js";

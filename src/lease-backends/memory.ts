@@ -2,10 +2,10 @@ import { randomUUID } from "node:crypto";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
 import { BackendError } from "../errors/backend-error.js";
-import { systemClock, type Clock } from "../limiter/clock.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../limiter/plan.js";
+import { systemClock, type Clock } from "../contract/clock.js";
+import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
 import { withDeadline } from "./call-deadline.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "./lease-backend.js";
+import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
 
 interface Grant {
   holderId: string;

@@ -4,11 +4,11 @@ import { ConfigError } from "../errors/config-error.js";
 import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
-import { systemClock } from "../limiter/clock.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../limiter/plan.js";
-import { optionalNumber } from "../limiter/validate.js";
+import { systemClock } from "../contract/clock.js";
+import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
+import { optionalNumber } from "../contract/validate.js";
 import { withDeadline } from "./call-deadline.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "./lease-backend.js";
+import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
 import { failures, noQuorum, quorumOf, runRound, type RoundState } from "./quorum.js";
 import { checkRedisClient, whenReady } from "./redis-client.js";
 import {

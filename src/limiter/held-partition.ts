@@ -1,4 +1,4 @@
-import type { Lease } from "../lease-backends/lease-backend.js";
+import type { Lease } from "../contract/lease-backend.js";
 import { PartitionWindow } from "./partition-window.js";
 
 /**

@@ -3,8 +3,8 @@ export type { AcquireOptions, ScheduleOptions, LimiterStats, ThrottleReport } fr
 export type { PartitionedRateLimiterOptions, QueuePolicy } from "./options.js";
 export { minimumSafetyMarginMs } from "./options.js";
 export type * from "./events.js";
-export { systemClock } from "./clock.js";
-export type { Clock, TimerHandle } from "./clock.js";
-export { VirtualClock } from "./virtual-clock.js";
-export type { Plan } from "./plan.js";
-export { canonicalPlan, partitionPools } from "./plan.js";
+export { systemClock } from "../contract/clock.js";
+export type { Clock, TimerHandle } from "../contract/clock.js";
+export { VirtualClock } from "../testing/virtual-clock.js";
+export type { Plan } from "../contract/plan.js";
+export { canonicalPlan, partitionPools } from "../contract/plan.js";

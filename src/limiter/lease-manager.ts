@@ -1,13 +1,13 @@
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
 import { ConfigError } from "../errors/config-error.js";
-import type { Lease } from "../lease-backends/lease-backend.js";
-import type { TimerHandle } from "./clock.js";
+import type { Lease } from "../contract/lease-backend.js";
+import type { TimerHandle } from "../contract/clock.js";
 import { HeldPartition } from "./held-partition.js";
 import type { PartitionedRateLimiterEvents, ReleaseReason } from "./events.js";
 import type { ResolvedOptions } from "./options.js";
 import type { Pacer } from "./pacer.js";
-import { UNIT_SCALE } from "./units.js";
+import { UNIT_SCALE } from "../contract/units.js";
 
 /** What the lease manager needs from the limiter around it. */
 export interface LeaseManagerHost {

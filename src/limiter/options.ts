@@ -1,11 +1,11 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { ConfigError } from "../errors/config-error.js";
-import type { LeaseBackend } from "../lease-backends/lease-backend.js";
-import { systemClock, type Clock } from "./clock.js";
-import { partitionPools, validatePlan, type Plan } from "./plan.js";
-import { capacityToMicro } from "./units.js";
-import { finiteNumber, holderIdValue, optionalNumber, optionalSignal, resourceName } from "./validate.js";
+import type { LeaseBackend } from "../contract/lease-backend.js";
+import { systemClock, type Clock } from "../contract/clock.js";
+import { partitionPools, validatePlan, type Plan } from "../contract/plan.js";
+import { capacityToMicro } from "../contract/units.js";
+import { finiteNumber, holderIdValue, optionalNumber, optionalSignal, resourceName } from "../contract/validate.js";
 
 /** What a full wait queue does with one more waiter. */
 export type QueuePolicy = "reject" | "drop-oldest";

@@ -4,14 +4,14 @@ import { CostExceedsLimitError } from "../errors/cost-exceeds-limit-error.js";
 import { LimiterClosedError } from "../errors/limiter-closed-error.js";
 import { QueueFullError } from "../errors/queue-full-error.js";
 import { TimeoutError } from "../errors/timeout-error.js";
-import type { TimerHandle } from "./clock.js";
+import type { TimerHandle } from "../contract/clock.js";
 import { DemandMeter } from "./demand-meter.js";
 import type { PartitionedRateLimiterEvents } from "./events.js";
 import { LeaseManager } from "./lease-manager.js";
 import { resolveOptions, type PartitionedRateLimiterOptions, type ResolvedOptions } from "./options.js";
 import { Pacer } from "./pacer.js";
-import { costToMicro, microToUnits } from "./units.js";
-import { optionalObject, optionalSignal } from "./validate.js";
+import { costToMicro, microToUnits } from "../contract/units.js";
+import { optionalObject, optionalSignal } from "../contract/validate.js";
 import { WaitQueue, type Waiter } from "./wait-queue.js";
 
 /** Options of {@link PartitionedRateLimiter.acquire}. */

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { LeaseBackend, Lease } from "../../src/lease-backends/lease-backend.js";
-import type { Plan } from "../../src/limiter/plan.js";
+import type { LeaseBackend, Lease } from "../../src/contract/lease-backend.js";
+import type { Plan } from "../../src/contract/plan.js";
 import { PlanMismatchError } from "../../src/errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";

@@ -1,5 +1,5 @@
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 import { describeLeaseBackendConformance } from "./lease-backend-conformance.js";
 
 const clock = new VirtualClock();

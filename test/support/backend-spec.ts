@@ -1,4 +1,4 @@
-import type { LeaseBackend } from "../../src/lease-backends/lease-backend.js";
+import type { LeaseBackend } from "../../src/contract/lease-backend.js";
 
 // No jest imports here: worker processes and benchmarks build their backends with this module.
 

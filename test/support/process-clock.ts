@@ -1,5 +1,5 @@
-import type { Clock, TimerHandle } from "../../src/limiter/clock.js";
-import type { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import type { Clock, TimerHandle } from "../../src/contract/clock.js";
+import type { VirtualClock } from "../../src/testing/virtual-clock.js";
 
 interface Handle {
   underlying: TimerHandle | undefined;

@@ -1,6 +1,6 @@
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 import { ProcessClock } from "./process-clock.js";
 import { auditSlidingWindows, type AuditEvent, type AuditResult } from "./audit.js";
 

@@ -1,7 +1,7 @@
 import { AdaptiveRateController, type RateFactorChange } from "../../src/flow/adaptive-rate-controller.js";
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 
 async function setup() {
   const clock = new VirtualClock(1000);

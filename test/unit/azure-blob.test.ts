@@ -11,7 +11,7 @@ import { BackendError } from "../../src/errors/backend-error.js";
 import { ConfigError } from "../../src/errors/config-error.js";
 import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
-import type { Plan } from "../../src/limiter/plan.js";
+import type { Plan } from "../../src/contract/plan.js";
 import { startAzurite, type AzuriteServer } from "../support/servers/azurite.js";
 
 const PLAN: Plan = { limit: 100, intervalMs: 1000, partitions: 4, pools: {} };

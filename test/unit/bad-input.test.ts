@@ -12,7 +12,7 @@ import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
 import { RedlockLeaseBackend } from "../../src/lease-backends/redlock.js";
 import type { PartitionedRateLimiterOptions } from "../../src/limiter/options.js";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 import { freePort } from "../support/net.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
 

@@ -5,8 +5,8 @@ import { ConfigError } from "../../src/errors/config-error.js";
 import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import { EtcdLeaseBackend } from "../../src/lease-backends/etcd.js";
-import type { Lease } from "../../src/lease-backends/lease-backend.js";
-import type { Plan } from "../../src/limiter/plan.js";
+import type { Lease } from "../../src/contract/lease-backend.js";
+import type { Plan } from "../../src/contract/plan.js";
 import { startEtcd, type EtcdServer } from "../support/servers/etcd.js";
 
 // Real etcd on free ports, started and killed by this file (it pauses, kills and wipes it).

@@ -1,7 +1,7 @@
-import type { Clock, TimerHandle } from "../../src/limiter/clock.js";
+import type { Clock, TimerHandle } from "../../src/contract/clock.js";
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 import { auditSlidingWindows, type AuditEvent, type AuditResult } from "../support/audit.js";
 
 // The fault matrix on virtual time: several limiters ("processes") share one MemoryLeaseBackend

@@ -1,6 +1,6 @@
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 
 // A Retry-After pause longer than the held leases' remaining validity: the queue must resume at
 // the pause's end (the leases are renewed meanwhile), not wait for new capacity forever.

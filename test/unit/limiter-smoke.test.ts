@@ -1,6 +1,6 @@
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 
 test("one limiter on virtual time admits at the held pace", async () => {
   const clock = new VirtualClock(1000);

@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
 import type { PartitionedRateLimiterOptions } from "../../src/limiter/options.js";
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
-import { VirtualClock } from "../../src/limiter/virtual-clock.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
 import { CostExceedsLimitError } from "../../src/errors/cost-exceeds-limit-error.js";
 import { LimiterClosedError } from "../../src/errors/limiter-closed-error.js";
 import { QueueFullError } from "../../src/errors/queue-full-error.js";
@@ -189,7 +189,7 @@ describe("PartitionedRateLimiter", () => {
 
   test("a closed limiter leaves no timer behind: its process exits by itself", () => {
     const script = `
-      import { PartitionedRateLimiter, MemoryLeaseBackend } from "./src/index.ts";
+      import { PartitionedRateLimiter, MemoryLeaseBackend } from "./src/index.js";
       const backend = new MemoryLeaseBackend();
       await backend.ensurePlan("exit", { limit: 10, intervalMs: 1000, partitions: 2, pools: {} }, { graceMs: 0 });
       const limiter = new PartitionedRateLimiter({ resource: "exit", limit: 10, intervalMs: 1000, partitions: 2, backend, leaseTtlMs: 2000, minPartitions: 2 });

@@ -6,7 +6,7 @@ import { PlanMismatchError } from "../../src/errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
-import type { Plan } from "../../src/limiter/plan.js";
+import type { Plan } from "../../src/contract/plan.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
 
 const PLAN: Plan = { limit: 100, intervalMs: 1000, partitions: 10, pools: {} };

@@ -1,4 +1,4 @@
-import type { Plan } from "../limiter/plan.js";
+import type { Plan } from "./plan.js";
 
 /** Options every backend call takes. */
 export interface CallOptions {

@@ -1,30 +1,38 @@
 import { ConfigError } from "../errors/config-error.js";
 
-/** Throws ConfigError unless `value` is a finite number within [min, max]. */
-export function finiteNumber(
-  option: string,
-  value: unknown,
-  { min = -Infinity, max = Infinity, minExclusive = false, integer = false } = {},
-): number {
-  const allowed = describeRange(min, max, minExclusive, integer);
-  if (typeof value !== "number" || !Number.isFinite(value)) throw new ConfigError(option, value, allowed);
-  if (integer && !Number.isInteger(value)) throw new ConfigError(option, value, allowed);
-  if (minExclusive ? value <= min : value < min) throw new ConfigError(option, value, allowed);
-  if (value > max) throw new ConfigError(option, value, allowed);
+/** A range of numbers: bounds (inclusive unless `minExclusive`) and whether only integers count. */
+export interface NumberRange {
+  /** Lowest allowed value. Default: no lower bound. */
+  readonly min?: number;
+  /** Highest allowed value. Default: no upper bound. */
+  readonly max?: number;
+  /** `min` itself is not allowed. Default false. */
+  readonly minExclusive?: boolean;
+  /** Only integers are allowed. Default false. */
+  readonly integer?: boolean;
+}
+
+/**
+ * Whether `value` is a finite number within `range`. The one range check: options here, command
+ * line arguments in src/cli (which describe the range in their own words).
+ */
+export function inRange(value: number, { min = -Infinity, max = Infinity, minExclusive = false, integer = false }: NumberRange): boolean {
+  if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) return false;
+  return (minExclusive ? value > min : value >= min) && value <= max;
+}
+
+/** Throws ConfigError unless `value` is a finite number within `range`. */
+export function finiteNumber(option: string, value: unknown, range: NumberRange = {}): number {
+  if (typeof value !== "number" || !inRange(value, range)) throw new ConfigError(option, value, describeRange(range));
   return value;
 }
 
 /** Like {@link finiteNumber}, but `undefined` gives `fallback`. */
-export function optionalNumber(
-  option: string,
-  value: unknown,
-  fallback: number,
-  range: Parameters<typeof finiteNumber>[2] = {},
-): number {
+export function optionalNumber(option: string, value: unknown, fallback: number, range: NumberRange = {}): number {
   return value === undefined ? fallback : finiteNumber(option, value, range);
 }
 
-function describeRange(min: number, max: number, minExclusive: boolean, integer: boolean): string {
+function describeRange({ min = -Infinity, max = Infinity, minExclusive = false, integer = false }: NumberRange): string {
   const kind = integer ? "an integer" : "a finite number";
   const parts: string[] = [];
   if (min !== -Infinity) parts.push(`${minExclusive ? ">" : ">="} ${min}`);

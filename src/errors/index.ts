@@ -7,3 +7,5 @@ export { QueueFullError } from "./queue-full-error.js";
 export { LimiterClosedError } from "./limiter-closed-error.js";
 export { TimeoutError } from "./timeout-error.js";
 export { BackendError } from "./backend-error.js";
+export { SourceFailedError } from "./source-failed-error.js";
+export { StaleMessageError } from "./stale-message-error.js";

@@ -13,5 +13,5 @@ export type { PaceOptions } from "./pace.js";
 export { createPacingTransform } from "./pacing-transform.js";
 export { loadShedding } from "./load-shedding.js";
 export type { LoadShedder, LoadSheddingOptions, RequestListener, ShedInfo } from "./load-shedding.js";
-// Durable-queue consumers; the queue clients (ioredis, amqplib, @azure/storage-queue) are type imports only.
+// The durable-queue consumer loop; the queue sources have their own entries (src/entries/consumers).
 export * from "./consumers/index.js";

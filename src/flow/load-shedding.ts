@@ -43,6 +43,15 @@ export interface LoadSheddingOptions<Req extends IncomingMessage = IncomingMessa
   maxRetryAfterSeconds?: number;
   /** Called for each shed request (logging, metrics). */
   onShed?: (req: Req, info: ShedInfo) => void;
+  /**
+   * For a wrapped node:http listener ({@link LoadShedder.wrap}): called with an error the
+   * listener threw or rejected with, or that a `cost`/`priority` function or the limiter raised
+   * (other than the shedding reasons), so it is never lost. It should answer the request if
+   * `res.headersSent` is false. Default: answer 500 with a short text (or destroy the response if
+   * headers were sent) and write the error to `console.error`, as Express's default handler does.
+   * Express middleware passes such errors to `next(error)` instead.
+   */
+  onError?: (error: unknown, req: Req, res: ServerResponse) => void;
 }
 
 /** A node:http request listener. */
@@ -64,12 +73,14 @@ export interface LoadShedder<Req extends IncomingMessage = IncomingMessage> {
  * (`acquire` with `timeoutMs`), and answers 503 with a `Retry-After` computed from the limiter's
  * backlog when the wait would be longer, the queue is full (`maxQueued`) or the limiter is
  * closed, instead of queueing forever. A client that disconnects while queued leaves the queue.
- * Other errors (e.g. a cost the quota can never admit) go to `next(error)`, or a 500 for a
- * wrapped listener.
+ * Other errors (e.g. a cost the quota can never admit) go to `next(error)`; for a wrapped
+ * listener they and the listener's own errors go to `onError`.
  */
 export function loadShedding<Req extends IncomingMessage = IncomingMessage>(options: LoadSheddingOptions<Req>): LoadShedder<Req> {
   if (typeof options !== "object" || options === null) throw new ConfigError("loadShedding(options)", options, "an options object");
   const { limiter, onShed } = options;
+  if (options.onError !== undefined && typeof options.onError !== "function") throw new ConfigError("loadShedding(options.onError)", options.onError, "a function (error, req, res) => void");
+  const onError = options.onError ?? defaultOnError;
   if (typeof limiter?.acquire !== "function") throw new ConfigError("loadShedding(options.limiter)", limiter, "a PartitionedRateLimiter");
   const maxWaitMs = finiteNumber("loadShedding(options.maxWaitMs)", options.maxWaitMs, { min: 0 });
   const cost = options.cost ?? 1;
@@ -133,10 +144,11 @@ export function loadShedding<Req extends IncomingMessage = IncomingMessage>(opti
     if (typeof handler !== "function") throw new ConfigError("loadShedding(...).wrap(handler)", handler, "a request listener (req, res) => void");
     return (req, res) => {
       const fail = (error: unknown) => {
-        if (res.headersSent) res.destroy(error instanceof Error ? error : undefined);
-        else {
-          res.statusCode = 500;
-          res.end();
+        try {
+          onError(error, req, res);
+        } catch (thrown) {
+          // An onError that throws must not leave the request hanging.
+          defaultOnError(thrown, req, res);
         }
       };
       admit(req, res, () => {
@@ -159,4 +171,16 @@ export function loadShedding<Req extends IncomingMessage = IncomingMessage>(opti
     return undefined;
   }
   return Object.assign(shedder, { wrap }) as LoadShedder<Req>;
+}
+
+/** The default `onError`: 500 (or a destroyed response once headers are out) and the error on stderr. */
+function defaultOnError(error: unknown, _req: IncomingMessage, res: ServerResponse): void {
+  console.error("loadShedding: the request listener failed:", error);
+  if (res.headersSent) {
+    res.destroy(error instanceof Error ? error : undefined);
+    return;
+  }
+  res.statusCode = 500;
+  res.setHeader("Content-Type", "text/plain; charset=utf-8");
+  res.end("Internal Server Error\n");
 }

@@ -44,6 +44,13 @@ export interface RetryPolicyOptions {
   baseDelayMs?: number;
   /** Largest backoff ceiling in ms (a Retry-After is honoured beyond it, within `maxElapsedMs`). Default 10,000. */
   maxDelayMs?: number;
+  /**
+   * The longest one throttle of this call pauses the limiter (and so every other caller of it),
+   * in ms. Default: what is left of this call's `maxElapsedMs` when the throttle arrives, so a
+   * `Retry-After: 3600` answered to a call with a 60 s budget pauses the limiter for at most 60 s.
+   * 0 never pauses (the throttle is still reported, for adaptive control).
+   */
+  maxPauseMs?: number;
   /** Clock for waits and the time budget. Default `systemClock`. */
   clock?: Clock;
   /** Random source in [0, 1) for the jitter. Default `Math.random`. */
@@ -74,6 +81,8 @@ export interface ResolvedRetryPolicy {
   readonly maxElapsedMs: number;
   readonly baseDelayMs: number;
   readonly maxDelayMs: number;
+  /** null: the remaining time budget. */
+  readonly maxPauseMs: number | null;
   readonly clock: Clock;
   readonly random: () => number;
 }
@@ -86,18 +95,21 @@ export function resolveRetryPolicy(where: string, o: RetryPolicyOptions): Resolv
   const maxElapsedMs = num("maxElapsedMs", 60_000, { min: 0 });
   const baseDelayMs = num("baseDelayMs", 100, { min: 0 });
   const maxDelayMs = num("maxDelayMs", 10_000, { min: baseDelayMs });
+  const maxPauseMs = o.maxPauseMs === undefined ? null : finiteNumber(`${where}(options.maxPauseMs)`, o.maxPauseMs, { min: 0 });
   if (o.random !== undefined && typeof o.random !== "function") throw new ConfigError(`${where}(options.random)`, o.random, "a function returning a number in [0, 1)");
-  return { maxAttempts, maxElapsedMs, baseDelayMs, maxDelayMs, clock: o.clock ?? systemClock, random: o.random ?? Math.random };
+  if (o.clock !== undefined && (typeof o.clock?.now !== "function" || typeof o.clock.setTimeout !== "function")) throw new ConfigError(`${where}(options.clock)`, o.clock, "a Clock (now, setTimeout, clearTimeout)");
+  return { maxAttempts, maxElapsedMs, baseDelayMs, maxDelayMs, maxPauseMs, clock: o.clock ?? systemClock, random: o.random ?? Math.random };
 }
 
 /**
  * retryWithLimiter runs `fn` with every attempt first admitted by `limiter`, retrying throttled
  * outcomes: a Retry-After is waited out exactly (and pauses the limiter through
- * `reportThrottle`), otherwise the wait is an exponential backoff with full jitter. Every
- * throttle is reported to the limiter, so adaptive control sees it. Attempts are bounded by
- * `maxAttempts` and time by `maxElapsedMs`; when either runs out the last outcome is returned
- * (or its error thrown). An abort ends any wait at once with `signal.reason`. `fn` receives the
- * 1-based attempt number and the signal.
+ * `reportThrottle`, for at most `maxPauseMs`: by default what is left of this call's budget),
+ * otherwise — also for `Retry-After: 0` — the wait is an exponential backoff with full jitter.
+ * Every throttle is reported to the limiter, so adaptive control sees it. Attempts are bounded by
+ * `maxAttempts` and time by `maxElapsedMs`; when either runs out, or a Retry-After would end past
+ * the budget, the last outcome is returned at once (or its error thrown). An abort ends any wait
+ * at once with `signal.reason`. `fn` receives the 1-based attempt number and the signal.
  */
 export async function retryWithLimiter<T>(
   limiter: PartitionedRateLimiter,
@@ -131,8 +143,15 @@ export async function retryWithLimiter<T>(
     }
     last = outcome;
     const decision = classify(outcome, attempt);
-    const retryAfterMs = decision.retryAfterMs ?? null;
-    if (decision.throttled) limiter.reportThrottle(retryAfterMs === null ? {} : { retryAfterMs });
+    const asked = decision.retryAfterMs;
+    // "Retry-After: 0" (or a date already past) says "now", which is no reason to skip the backoff.
+    const retryAfterMs = typeof asked === "number" && asked > 0 && !Number.isNaN(asked) ? asked : null;
+    if (decision.throttled) {
+      // The pause stops every caller of the limiter: never longer than this call is prepared to wait.
+      const left = Math.max(0, policy.maxElapsedMs - (clock.now() - start));
+      const pauseMs = retryAfterMs === null ? 0 : Math.min(retryAfterMs, policy.maxPauseMs ?? left);
+      limiter.reportThrottle(pauseMs > 0 ? { retryAfterMs: pauseMs } : {});
+    }
     if (!decision.retry || attempt >= policy.maxAttempts) return settle(outcome);
     const delayMs = retryAfterMs ?? fullJitterBackoff(attempt - 1, policy.baseDelayMs, policy.maxDelayMs, policy.random);
     if (clock.now() - start + delayMs > policy.maxElapsedMs) return settle(outcome);

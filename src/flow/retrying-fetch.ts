@@ -1,5 +1,6 @@
 import { ConfigError } from "../errors/config-error.js";
 import type { PartitionedRateLimiter } from "../limiter/partitioned-rate-limiter.js";
+import { finiteNumber } from "../contract/validate.js";
 import { parseRetryAfter } from "./retry-after.js";
 import { resolveRetryPolicy, retryWithLimiter, type RetryInfo, type RetryPolicyOptions } from "./retry-with-limiter.js";
 
@@ -19,7 +20,11 @@ export interface RetryingFetchOptions extends RetryPolicyOptions {
    * throttles (reported to the limiter) whatever this says; others are retried with backoff only.
    */
   retryOn?: readonly number[] | ((response: Response) => boolean);
-  /** Retry-After values above this are capped to it, in ms. Default 3,600,000. */
+  /**
+   * Retry-After values above this are capped to it, in ms (a finite number >= 0). Default
+   * 3,600,000. A capped value longer than what is left of `maxElapsedMs` still ends the call at
+   * once with the 429/503; the limiter's pause is bounded by `maxPauseMs` either way.
+   */
   maxRetryAfterMs?: number;
   /** Called before each retry wait. */
   onRetry?: (info: RetryInfo<Response>) => void;
@@ -30,7 +35,8 @@ const THROTTLE_STATUSES = new Set([429, 503]);
 /**
  * createRetryingFetch wraps `fetch` so every attempt is first admitted by the limiter, and a 429
  * or 503 is retried: after exactly its `Retry-After` (delta-seconds or HTTP-date; the limiter is
- * paused as long through `reportThrottle`), else after an exponential backoff with full jitter.
+ * paused as long through `reportThrottle`, at most `maxPauseMs` — by default the call's remaining
+ * budget), else (also for `Retry-After: 0`) after an exponential backoff with full jitter.
  * Every throttle is reported to the limiter. Other statuses and network errors pass straight
  * through. When attempts or `maxElapsedMs` run out, the last response is returned as is.
  * `init.signal` (or the Request's signal) ends any wait at once, rejecting with its reason.
@@ -48,7 +54,11 @@ export function createRetryingFetch(options: RetryingFetchOptions): FetchLike {
   if (typeof cost !== "function" && (typeof cost !== "number" || !(cost > 0))) throw new ConfigError("createRetryingFetch(options.cost)", cost, "a number > 0 or a function of the request");
   const retryOn = options.retryOn ?? [429, 503];
   const retries = typeof retryOn === "function" ? retryOn : (response: Response) => retryOn.includes(response.status);
-  const maxRetryAfterMs = options.maxRetryAfterMs ?? 3_600_000;
+  const maxRetryAfterMs = options.maxRetryAfterMs === undefined ? 3_600_000 : finiteNumber("createRetryingFetch(options.maxRetryAfterMs)", options.maxRetryAfterMs, { min: 0 });
+  if (options.onRetry !== undefined && typeof options.onRetry !== "function") throw new ConfigError("createRetryingFetch(options.onRetry)", options.onRetry, "a function");
+  if (typeof retryOn !== "function" && (!Array.isArray(retryOn) || !retryOn.every((s) => Number.isInteger(s) && s >= 100 && s <= 599))) {
+    throw new ConfigError("createRetryingFetch(options.retryOn)", retryOn, "an array of HTTP status codes (100-599) or a function of the response");
+  }
   const policy = resolveRetryPolicy("createRetryingFetch", options);
 
   return (input, init) => {
@@ -58,6 +68,7 @@ export function createRetryingFetch(options: RetryingFetchOptions): FetchLike {
       () => fetchImpl(input instanceof Request ? input.clone() : input, init),
       {
         ...policy,
+        maxPauseMs: policy.maxPauseMs ?? undefined,
         cost: typeof cost === "function" ? cost(input, init) : cost,
         signal,
         onRetry: (info) => {

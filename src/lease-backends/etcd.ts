@@ -1,26 +1,26 @@
 import { randomUUID } from "node:crypto";
-import { performance } from "node:perf_hooks";
-import type {
-  Etcd3,
-  ICompare,
-  IDuplexStream,
-  IKeyValue,
-  ILeaseKeepAliveRequest,
-  ILeaseKeepAliveResponse,
-  IRequestOp,
-  ITxnRequest,
-  ITxnResponse,
-} from "etcd3";
-import { BackendError } from "../errors/backend-error.js";
+import type { Etcd3, ICompare, IKeyValue, IRangeRequest, IRequestOp, IResponseHeader, ITxnRequest, ITxnResponse } from "etcd3";
 import { ConfigError } from "../errors/config-error.js";
-import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
-import { finiteNumber, holderIdValue, resourceName } from "../contract/validate.js";
-import { withDeadline } from "./call-deadline.js";
-import { HolderLease, makeToken, parseToken, type Condemned } from "./etcd-holder-lease.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
+import { decodeHolderRecord, encodeHolderRecord, validateHolderRecord } from "../contract/holder-record.js";
+import type {
+  AcquireRequest,
+  AcquireResult,
+  CallOptions,
+  EnsurePlanOptions,
+  HeartbeatRequest,
+  HeartbeatResult,
+  Lease,
+  LeaseBackend,
+  LeaseTtlRule,
+  PublishedHolder,
+  ResourceState,
+} from "../contract/lease-backend.js";
+import { decodeStoredPlan, encodeStoredPlan, partitionPools, storedPlanOrThrow, validatePlan, type Plan, type StoredPlan } from "../contract/plan.js";
+import { MAX_LEASE_TTL_MS, backendEpochGraceMs, creationGraceMs, deletionGraceMs, switchGraceMs } from "../contract/timing.js";
+import { holderIdValue, resourceName } from "../contract/validate.js";
+import { backendCall } from "./backend-call.js";
 
 /** Options of {@link EtcdLeaseBackend}. */
 export interface EtcdLeaseBackendOptions {
@@ -28,82 +28,95 @@ export interface EtcdLeaseBackendOptions {
    * An `etcd3` client, owned by the caller (close() does not close it). Configure it so a dead
    * server fails calls instead of queueing them behind retries and an open circuit breaker:
    * `new Etcd3({ hosts, faultHandling: { host: () => noop, global: noop } })` with `noop` from
-   * `cockatiel`. With the default policies a call may be retried up to 3 times, and after 3
-   * failures the circuit breaker refuses every call for 5 s, also after the server is back. The
-   * backend bounds every call by its `timeoutMs` regardless (as a gRPC deadline and a local
-   * timer), so the defaults never make a call hang, only fail longer.
+   * `cockatiel`. With the defaults a call may be retried up to 3 times, and after 3 failures the
+   * circuit breaker refuses every call for 5 s, also after the server is back. Every call is
+   * bounded by its `timeoutMs` regardless (as a gRPC deadline and a local timer).
    */
   client: Etcd3;
   /** Prefix of every key this backend writes (default `"partitioned-rate-limiter/"`). */
   prefix?: string;
 }
 
-/** Keys of one resource: `<prefix><resource>/plan`, `/grace`, `/p/<partition>`. */
-interface ResourceKeys {
-  readonly base: string;
-  readonly plan: string;
-  readonly grace: string;
-  readonly partitions: string;
-}
-
-/** gRPC call options we pass: a transport deadline (wall-clock ms, as gRPC requires). */
-interface GrpcOptions {
-  deadline: number;
-}
-
-type Operation = "ensurePlan" | "readPlan" | "tryAcquire" | "renew" | "release" | "inspect";
+type Grpc = { deadline: number };
 
 /** A gRPC deadline for calls with only a signal, so an abandoned call cannot linger forever. */
 const DEFAULT_DEADLINE_MS = 30_000;
-/** How much later than the caller's timeout the gRPC deadline falls. */
+/** How much later than the caller's timeout the gRPC deadline falls, so our own timer reports it. */
 const DEADLINE_SLACK_MS = 200;
-/** Candidates per transaction: nested transactions one level per candidate, kept shallow. */
+/** Candidates per transaction: one nested transaction per candidate, kept shallow. */
 const CANDIDATES_PER_TXN = 32;
-/** Compare-deletes per sweep transaction, under etcd's default `--max-txn-ops` of 128. */
-const SWEEP_BATCH = 100;
-/** How often tryAcquire starts over when the holder's etcd lease vanished or the plan changed. */
-const ACQUIRE_ATTEMPTS = 3;
+/** Read-compare-write attempts of a plan change before it fails (each lost race means another writer). */
+const CAS_ATTEMPTS = 5;
+/** The server clock's lease: about 31 years, never renewed (etcd allows up to 9e9 s). */
+const CLOCK_TTL_S = 1_000_000_000;
 
 /**
- * EtcdLeaseBackend grants partition leases in etcd through an injected `etcd3` client.
+ * EtcdLeaseBackend grants partition leases in etcd (3.4 or later) through an injected `etcd3`
+ * client. Keys under `<prefix><resource>/`: `plan` (the {@link encodeStoredPlan} text, which
+ * carries the epoch), `deleted` (a tombstone keeping the last epoch), `grace/<id>` (one per
+ * running grace, on an etcd lease of its length), `p/<partition>` (`<epoch> <token> <holderId>`
+ * on the grant's own etcd lease; its create revision is the fencing token) and `h/<holderId>` (the
+ * holder record, on a per-holder lease of the plan's TTL; its create revision is `since`).
  *
- * Layout: one etcd lease per (holder, TTL) carries every partition key that holder took with that
- * TTL, so one keepalive renews all of them on the server. A partition key `<prefix><resource>/p/<n>`
- * holds `<token> <holderId>`; its create revision is the fencing token. The plan is stored at
- * `/plan` and a grace period is a key `/grace` on its own etcd lease, created in the same
- * transaction as the plan.
+ * **One etcd lease per grant**: a partition lives exactly as long as its own lease is kept alive,
+ * so one its holder stopped renewing expires by its TTL while the holder's others are renewed,
+ * and a lost acquire reply never leaves a key held forever (it expires with its fresh lease).
  *
- * Round trips (measured against a local etcd, see the tests):
- * - tryAcquire: one transaction that compares the plan and the grace key and then, nested one
- *   level per candidate, takes the first candidate whose create revision is 0 (up to 32 candidates
- *   per transaction; more take one more transaction each). Sent together with a keepalive of the
- *   holder's etcd lease (which must be extended after the call started, or the new key could
- *   expire before `ttl`): one round trip of latency. The first acquire of a (holder, TTL) first
- *   grants the etcd lease (one more), and the first call on a resource reads its plan (one more).
- * - renew: a keepalive of the etcd lease and a read of the partition key, in parallel: one round
- *   trip. True only if the lease is alive and the key still holds this grant's token.
- * - release: a compare-value delete, or a revoke of the etcd lease when this is its last
- *   partition: one round trip.
- * - inspect: a range read of the resource, then one TTL query per distinct etcd lease in
- *   parallel: two round trips.
+ * **The server clock** `<prefix>.server` holds the etcd cluster ID, on a lease of ~31 years that
+ * is never renewed. etcd revives every lease to its full TTL when a leader takes office (restart,
+ * leader change, restore from a snapshot), so the lease's `grantedTTL − TTL` bounds from below the
+ * time since leases were last revived. A lease etcd forgot (written after the snapshot it was
+ * restored from, or lost with its data dir) was last renewed before that revival, so its holder
+ * stops within one TTL of it. Hence:
+ * - a grant is returned only once the clock has run for the plan's TTL (`backendEpochGraceMs`),
+ *   checked after the acquire transaction; otherwise its lease is revoked and the answer is a
+ *   grace. So for one TTL after any etcd restart or leader change nothing new is granted (renewals
+ *   go on; a crashed holder's partitions are not delayed, etcd revived their leases too).
+ * - the clock is restarted for every caller, atomically (compare on the key's mod revision), when
+ *   the key is missing, holds another cluster ID than the response header (a restore with a new
+ *   `--initial-cluster-token`), or this instance sees a revision below one it saw before (the store
+ *   went back in time); a grant whose response shows any of these is revoked, not returned.
+ * - a new resource (no key under its name, no tombstone) needs no creation grace once the clock
+ *   has run that long (`creationGraceMs`: 60 s for history `"unknown"`): nothing forgotten is live.
  *
- * TTLs are whole seconds, at least 2 s (etcd's rule): any other `leaseTtlMs` is a ConfigError.
- * A Lease must be renewed and released through the backend instance that granted it: the
- * instance tracks, per etcd lease, which partitions are still renewed, and deletes those that went
- * a whole TTL without a successful renewal (they would otherwise live as long as their siblings).
- * Nothing here relies on the client's late `lost` event, and no timers run between calls.
+ * Detected: a wiped data dir (the plan is gone: creation grace), a restore by `etcdctl snapshot
+ * restore` with a new or the same cluster token (with the same token, names and peer URLs the
+ * cluster and member IDs are the original's, measured on 3.4; the revision goes back and every
+ * lease in the snapshot returns with its full TTL), a lagging member forced into a new cluster.
+ * Not detected: keys deleted by hand under the prefix (use `deletePlan`), and a same-token restore
+ * of an etcd that persists lease checkpoints (`--experimental-enable-lease-checkpoint-persist`,
+ * 3.5+), whose leases return with their checkpointed TTLs (unless a running instance saw the later
+ * revision).
+ *
+ * Sequential round trips (RPCs), measured in test/unit/etcd-backend.test.ts: tryAcquire 3 (grant
+ * a lease; a transaction comparing the plan text and the absence of grace keys that takes the
+ * first candidate whose create revision is 0, nested, 32 candidates per transaction; the clock's
+ * TTL, or a revoke when nothing was taken); heartbeat 1 (one keepalive stream for every lease and
+ * the record lease, beside one transaction that puts the record and reads the resource; +1 for a
+ * holder's first, +1 while a grace key exists); release 1; inspect 2; readPlan and ensurePlan of a
+ * stored plan 1; creating, replacing or deleting a plan 4 (2 without a grace). TTLs are whole
+ * seconds from 2 s to 60 s; graces are rounded up to whole seconds, and etcd deletes expired keys
+ * up to 500 ms late. No timers run between calls.
  */
 export class EtcdLeaseBackend implements LeaseBackend {
   /** `"etcd"`. */
   readonly name = "etcd";
+  /** Whole seconds from 2 s to 60 s. */
+  readonly leaseTtlRule: LeaseTtlRule = {
+    minMs: 2000,
+    maxMs: MAX_LEASE_TTL_MS,
+    stepMs: 1000,
+    reason: "etcd lease TTLs are whole seconds, at least 2 s",
+  };
   private readonly client: Etcd3;
   private readonly prefix: string;
-  private readonly plans = new Map<string, { text: string; plan: Plan }>();
-  /** Holder leases by `"<ttlSeconds> <holderId>"`. */
-  private readonly holders = new Map<string, HolderLease>();
-  /** Holder leases by etcd lease id. */
-  private readonly byId = new Map<string, HolderLease>();
-  private readonly granting = new Map<string, Promise<HolderLease>>();
+  private readonly serverKey: string;
+  /** The last plan text read per resource: the acquire transaction compares it. */
+  private readonly plans = new Map<string, { text: string; stored: StoredPlan }>();
+  /** Record leases by `<resource>\n<holderId>`. */
+  private readonly recordLeases = new Map<string, string>();
+  /** The highest revision seen (from linearizable KV responses) and its cluster. */
+  private seen: { cluster: string; revision: number } | null = null;
   private closed = false;
 
   /** Creates a backend on `options.client`; throws ConfigError for a missing client or a bad prefix. */
@@ -113,364 +126,363 @@ export class EtcdLeaseBackend implements LeaseBackend {
       throw new ConfigError("client", client, "an etcd3 Etcd3 client");
     }
     const prefix = options.prefix ?? "partitioned-rate-limiter/";
-    if (typeof prefix !== "string" || prefix.length > 200) {
-      throw new ConfigError("prefix", prefix, "a string of at most 200 characters");
-    }
+    if (typeof prefix !== "string" || prefix.length > 200) throw new ConfigError("prefix", prefix, "a string of at most 200 characters");
     this.client = client;
     this.prefix = prefix;
+    // Resource names start with a letter or digit, so this key cannot clash with one.
+    this.serverKey = `${prefix}.server`;
   }
 
-  async ensurePlan(resource: string, plan: Plan, opts: EnsurePlanOptions): Promise<void> {
+  async ensurePlan(resource: string, plan: Plan, opts: EnsurePlanOptions): Promise<StoredPlan> {
+    const wanted = this.checkedPlan(plan);
     const keys = this.keys(resource);
-    const wanted = canonicalPlan(plan);
-    const graceSeconds = Math.ceil(finiteNumber("graceMs", opts.graceMs, { min: 0, max: 86_400_000 }) / 1000);
     return this.call("ensurePlan", opts, async (grpc) => {
-      const existing = await this.get(keys.plan, grpc);
-      if (existing) return this.verifyPlan(resource, existing.value.toString(), wanted);
-      const graceLease = graceSeconds > 0 ? (await this.client.leaseClient.leaseGrant({ TTL: graceSeconds }, grpc)).ID : null;
-      const success: IRequestOp[] = [{ request_put: { key: Buffer.from(keys.plan), value: Buffer.from(wanted) } }];
-      if (graceLease) success.push({ request_put: { key: Buffer.from(keys.grace), value: Buffer.alloc(0), lease: graceLease } });
-      const response = await this.client.kv.txn(
-        {
-          compare: [createRevisionIs(keys.plan, 0)],
-          success,
-          failure: [{ request_range: { key: Buffer.from(keys.plan) } }],
-        },
-        grpc,
-      );
-      if (response.succeeded) {
-        this.plans.set(resource, { text: wanted, plan: parsePlan(wanted) ?? plan });
-        return;
+      for (let attempt = 0; ; attempt++) {
+        if (attempt === CAS_ATTEMPTS) throw new Error(`the keys of "${resource}" kept changing`);
+        const floor = this.seen;
+        const read = await this.txn({ success: [range(keys.base, true), range(this.serverKey)] }, grpc);
+        const state = parseResource(keys, rangeKvs(read, 0));
+        const clock = await this.checkServer(read.header, rangeKvs(read, 1)[0], floor, grpc);
+        if (state.plan) return this.remember(resource, state.plan.value.toString());
+        let graceMs = creationGraceMs(wanted, opts.history ?? "unknown");
+        // No trace of the resource and etcd revived nothing for that long: nothing forgotten is live.
+        if (graceMs > 0 && state.count === 0 && clock !== null && (await this.clockAgeMs(clock, grpc)) >= graceMs) graceMs = 0;
+        const stored: StoredPlan = { plan: wanted, epoch: tombstoneEpoch(state.deleted) + 1 };
+        const text = encodeStoredPlan(stored);
+        const compare = [modIs(keys.plan, 0), modIs(keys.deleted, state.deleted?.mod_revision ?? 0)];
+        if (await this.commit(keys, compare, [put(keys.plan, text)], graceMs, grpc)) return this.remember(resource, text);
       }
-      // Someone stored a plan first: our grace lease is not needed.
-      if (graceLease) await this.client.leaseClient.leaseRevoke({ ID: graceLease }, grpc).catch(() => undefined);
-      const stored = response.responses[0]?.response_range?.kvs[0];
-      return this.verifyPlan(resource, stored?.value.toString() ?? "", wanted);
     });
   }
 
-  async readPlan(resource: string, opts: CallOptions): Promise<Plan | null> {
+  async readPlan(resource: string, opts: CallOptions): Promise<StoredPlan | null> {
     const keys = this.keys(resource);
-    return this.call("readPlan", opts, async (grpc) => {
-      const kv = await this.get(keys.plan, grpc);
-      return kv ? this.cachePlan(resource, kv.value.toString()) : null;
-    });
+    return this.call("readPlan", opts, (grpc) => this.readPlanIn(resource, keys, grpc));
   }
 
-  async tryAcquire(
-    resource: string,
-    candidates: readonly number[],
-    holderId: string,
-    ttlMs: number,
-    opts: CallOptions,
-  ): Promise<Lease | null> {
+  async replacePlan(resource: string, plan: Plan, opts: CallOptions & { expectedEpoch?: number }): Promise<StoredPlan> {
+    const wanted = this.checkedPlan(plan);
+    const keys = this.keys(resource);
+    return this.call("replacePlan", opts, (grpc) =>
+      this.rewritePlan(keys, grpc, (planKv, current, lastEpoch) => {
+        if (opts.expectedEpoch !== undefined && (current?.epoch ?? 0) !== opts.expectedEpoch) {
+          throw new PlanMismatchError(resource, planKv?.value.toString() ?? "null", "", `has epoch ${current?.epoch ?? "none"}, not the expected ${opts.expectedEpoch}`);
+        }
+        // An unreadable or 0.1 plan is replaced like a missing one: nothing is known about its leases.
+        const graceMs = current ? switchGraceMs(current.plan, wanted) : creationGraceMs(wanted, "unknown");
+        const text = encodeStoredPlan({ plan: wanted, epoch: lastEpoch + 1 });
+        return { ops: [put(keys.plan, text)], graceMs, done: () => this.remember(resource, text) };
+      }),
+    );
+  }
+
+  async deletePlan(resource: string, opts: CallOptions): Promise<boolean> {
+    const keys = this.keys(resource);
+    return this.call("deletePlan", opts, (grpc) =>
+      this.rewritePlan<boolean>(keys, grpc, (planKv, current, lastEpoch) => {
+        if (!planKv) return { result: false };
+        const ops = [{ request_delete_range: { key: Buffer.from(keys.plan) } }, put(keys.deleted, String(lastEpoch))];
+        const done = (): boolean => {
+          this.plans.delete(resource);
+          return true;
+        };
+        return { ops, graceMs: current ? deletionGraceMs(current.plan) : MAX_LEASE_TTL_MS, done };
+      }),
+    );
+  }
+
+  async tryAcquire(request: AcquireRequest, opts: CallOptions): Promise<AcquireResult> {
+    const { resource, holderId } = request;
+    const epoch = request.plan.epoch;
+    // The whole stored text must match: after a total loss another plan can have the same epoch.
+    const wanted = encodeStoredPlan(request.plan);
+    const ttlMs = request.plan.plan.leaseTtlMs;
     const keys = this.keys(resource);
     holderIdValue("holderId", holderId);
-    const ttlSeconds = leaseTtlSeconds(ttlMs);
-    const startedAt = performance.now();
-    return this.call("tryAcquire", opts, async (grpc, signal) => {
-      let cached = this.plans.get(resource) ?? null;
-      if (!cached) {
-        const kv = await this.get(keys.plan, grpc);
-        if (!kv) throw new PlanMissingError(resource);
-        this.cachePlan(resource, kv.value.toString());
-        cached = this.plans.get(resource) ?? null;
-        if (!cached) throw new BackendError(this.name, "tryAcquire", new Error(`the stored plan of "${resource}" is unreadable`));
+    return this.call("tryAcquire", opts, async (grpc) => {
+      let cached = this.plans.get(resource);
+      if (cached?.text !== wanted) {
+        const stored = await this.readPlanIn(resource, keys, grpc);
+        if (!stored) throw new PlanMissingError(resource);
+        cached = this.plans.get(resource);
+        if (cached?.text !== wanted) return { kind: "plan-changed", epoch: stored.epoch };
       }
-      for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
-        const partitions = cached.plan.partitions;
-        const valid = [...new Set(candidates)].filter((p) => Number.isInteger(p) && p >= 0 && p < partitions);
-        if (valid.length === 0) return null;
-        const holder = await this.holderLease(holderId, ttlSeconds, grpc);
-        // Checked and claimed in one synchronous step, so release() cannot revoke it under us.
-        if (holder.retired) continue;
-        holder.inFlight++;
-        try {
-          const outcome = await this.acquireOn(holder, resource, keys, cached.text, valid, holderId, ttlMs, startedAt, grpc, signal);
-          if (outcome.kind === "granted") return outcome.lease;
-          if (outcome.kind === "none") return null;
-          if (outcome.kind === "plan-missing") {
-            this.plans.delete(resource);
-            throw new PlanMissingError(resource);
-          }
-          if (outcome.kind === "plan-changed") {
-            cached = this.plans.get(resource) ?? null;
-            if (!cached) throw new BackendError(this.name, "tryAcquire", new Error(`the stored plan of "${resource}" is unreadable`));
-          }
-          // "lease-gone": the holder lease expired or was forgotten; the next attempt grants a new one.
-        } finally {
-          holder.inFlight--;
+      if (!cached) throw new PlanMissingError(resource);
+      const { text, stored } = cached;
+      const valid = [...new Set(request.candidates)].filter((p) => Number.isInteger(p) && p >= 0 && p < stored.plan.partitions);
+      if (valid.length === 0) return { kind: "taken" };
+      const leaseId = (await this.client.leaseClient.leaseGrant({ TTL: ttlMs / 1000 }, grpc)).ID;
+      const token = `${leaseId}.${randomUUID()}`;
+      let keep = false;
+      try {
+        for (let from = 0; from < valid.length; from += CANDIDATES_PER_TXN) {
+          const batch = valid.slice(from, from + CANDIDATES_PER_TXN);
+          const floor = this.seen;
+          const response = await this.txn(acquireTxn(keys, text, batch, grantValue(epoch, token, holderId), leaseId, this.serverKey), grpc);
+          if (!response.succeeded) return await this.refusal(resource, keys, wanted, response, grpc);
+          const index = takenIndex(response);
+          if (index === null) continue;
+          const clock = await this.checkServer(response.header, rangeKvs(response, 1)[0], floor, grpc);
+          const graceMs = backendEpochGraceMs(stored.plan) - (clock === null ? 0 : await this.clockAgeMs(clock, grpc));
+          if (graceMs > 0) return { kind: "grace", remainingMs: graceMs };
+          keep = true;
+          const lease: Lease = { resource, partition: batch[index]!, holderId, token, fencingToken: Number(response.header.revision), epoch };
+          return { kind: "granted", lease };
         }
+        return { kind: "taken" };
+      } finally {
+        // Nothing taken, or a grant that must not be returned: whatever is on the lease goes with it.
+        if (!keep) await this.client.leaseClient.leaseRevoke({ ID: leaseId }, grpc).catch(() => undefined);
       }
-      throw new BackendError(this.name, "tryAcquire", new Error(`no stable state after ${ACQUIRE_ATTEMPTS} attempts`));
     });
   }
 
-  async renew(lease: Lease, ttlMs: number, opts: CallOptions): Promise<boolean> {
-    const ttlSeconds = leaseTtlSeconds(ttlMs);
-    const parts = parseToken(lease.token);
-    if (!parts) return this.call("renew", opts, async () => false);
-    if (ttlSeconds > parts.ttlSeconds) {
-      throw new ConfigError(
-        "leaseTtlMs",
-        ttlMs,
-        `at most ${parts.ttlSeconds * 1000} (the TTL this lease was granted with; an etcd lease keeps its TTL)`,
-      );
-    }
-    const key = this.keys(lease.resource).partition(lease.partition);
-    const value = grantValue(lease.token, lease.holderId);
-    const holder = this.byId.get(parts.leaseId);
-    const grant = holder?.grants.get(key);
-    const tracked = grant && grant.value === value ? grant : undefined;
-    const startedAt = performance.now();
-    return this.call("renew", opts, async (grpc, signal) => {
-      if (holder?.isCondemned(key, value)) return false;
-      if (tracked) tracked.renewing++;
-      try {
-        const sweep = holder && !holder.retired ? holder.staleGrants(startedAt) : [];
-        const [ttl, kv] = await Promise.all([
-          this.keepAlive(parts.leaseId, grpc, signal),
-          this.get(key, grpc),
-          this.sweep(holder, sweep, grpc),
-        ]);
-        if (ttl <= 0 && holder) this.retire(holder);
-        const ok = ttl > 0 && kv !== null && kv.value.toString() === value && String(kv.lease) === parts.leaseId;
-        if (tracked) {
-          if (ok) tracked.okSentAt = Math.max(tracked.okSentAt, startedAt);
-          else if (holder?.grants.get(key) === tracked) holder.grants.delete(key);
-        }
-        return ok;
-      } finally {
-        if (tracked) tracked.renewing--;
+  async heartbeat(request: HeartbeatRequest, opts: CallOptions): Promise<HeartbeatResult> {
+    const { resource, leases } = request;
+    const epoch = request.plan.epoch;
+    const wanted = encodeStoredPlan(request.plan);
+    const ttlMs = request.plan.plan.leaseTtlMs;
+    const keys = this.keys(resource);
+    return this.call("heartbeat", opts, async (grpc, signal) => {
+      let cached = this.plans.get(resource);
+      if (cached?.text !== wanted) {
+        const state = parseResource(keys, (await this.client.kv.range(range(keys.base, true).request_range, grpc)).kvs);
+        if (state.plan) this.remember(resource, state.plan.value.toString());
+        cached = this.plans.get(resource);
+        if (!state.plan || !cached || cached.text !== wanted) return this.unrenewed(resource, leases, state, grpc);
       }
+      const { text, stored } = cached;
+      const holder = validateHolderRecord(request.holder, stored.plan.partitions);
+      const ids = leases.map((l) => (l.resource === resource && l.epoch === epoch && l.holderId === holder.holderId ? leaseIdOf(l.token) : null));
+      const recordKey = `${resource}\n${holder.holderId}`;
+      let recordLease = this.recordLeases.get(recordKey);
+      const alive = this.keepAlive([...ids.filter((id): id is string => id !== null), ...(recordLease ? [recordLease] : [])], grpc, signal);
+      alive.catch(() => undefined);
+      const publish = async (id: string): Promise<ITxnResponse> =>
+        this.txn(
+          {
+            compare: [valueIs(keys.plan, text)],
+            success: [put(keys.holder(holder.holderId), encodeHolderRecord(holder), id), range(keys.base, true), range(this.serverKey)],
+            failure: [range(keys.base, true), range(this.serverKey)],
+          },
+          grpc,
+        );
+      const floor = this.seen;
+      let response: ITxnResponse;
+      try {
+        recordLease ??= (await this.client.leaseClient.leaseGrant({ TTL: ttlMs / 1000 }, grpc)).ID;
+        response = await publish(recordLease);
+      } catch (error) {
+        // The record lease expired (no heartbeat for a TTL): publish on a new one.
+        if (!isLeaseNotFound(error)) throw error;
+        recordLease = (await this.client.leaseClient.leaseGrant({ TTL: ttlMs / 1000 }, grpc)).ID;
+        response = await publish(recordLease);
+      }
+      this.recordLeases.set(recordKey, recordLease);
+      const offset = response.succeeded ? 1 : 0;
+      const state = parseResource(keys, rangeKvs(response, offset));
+      const clock = await this.checkServer(response.header, rangeKvs(response, offset + 1)[0], floor, grpc);
+      if (!response.succeeded) {
+        if (state.plan) this.remember(resource, state.plan.value.toString());
+        else this.plans.delete(resource);
+        await alive.catch(() => undefined);
+        return this.unrenewed(resource, leases, state, grpc);
+      }
+      const ttls = await alive;
+      const renewed = leases.map((lease, i) => {
+        const id = ids[i];
+        const kv = state.partitions.get(lease.partition);
+        return id !== null && id !== undefined && (ttls.get(id) ?? 0) > 0 && kv?.lease === id && kv.value.toString() === grantValue(epoch, lease.token, lease.holderId);
+      });
+      const ownTtl = ttls.get(recordLease);
+      const holders = publishedHolders(state, (id) => (id !== holder.holderId ? null : ownTtl === undefined ? ttlMs : expiresInMs(ownTtl, ttlMs / 1000)));
+      const graceMs = Math.max(await this.graceMs(state, grpc), clock === null ? backendEpochGraceMs(stored.plan) : 0);
+      return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders };
     });
   }
 
   async release(lease: Lease, opts: CallOptions): Promise<void> {
-    const parts = parseToken(lease.token);
-    const key = this.keys(lease.resource).partition(lease.partition);
-    const value = grantValue(lease.token, lease.holderId);
+    const keys = this.keys(lease.resource);
+    const id = leaseIdOf(lease.token);
     return this.call("release", opts, async (grpc) => {
-      if (!parts) return;
-      const holder = this.byId.get(parts.leaseId);
-      const grant = holder?.grants.get(key);
-      if (holder && grant?.value === value) {
-        holder.grants.delete(key);
-        if (holder.grants.size === 0 && holder.condemned.size === 0 && holder.inFlight === 0 && !holder.retired) {
-          // The last partition on this etcd lease: revoking it deletes the key too, in one call.
-          this.retire(holder);
-          await this.client.leaseClient.leaseRevoke({ ID: holder.id }, grpc).catch((error: unknown) => {
-            if (!isLeaseNotFound(error)) throw error;
-          });
-          return;
-        }
-      }
-      await this.client.kv.txn(
-        { compare: [valueIs(key, value)], success: [{ request_delete_range: { key: Buffer.from(key) } }], failure: [] },
-        grpc,
-      );
+      if (id === null) return;
+      // Compare value and lease: only this grant is deleted; its keyless lease runs out by its TTL.
+      const key = keys.partition(lease.partition);
+      const compare: ICompare[] = [valueIs(key, grantValue(lease.epoch, lease.token, lease.holderId)), { key: Buffer.from(key), target: "Lease", result: "Equal", lease: id }];
+      await this.txn({ compare, success: [{ request_delete_range: { key: Buffer.from(key) } }] }, grpc);
     });
   }
 
-  async inspect(resource: string, opts: CallOptions): Promise<PartitionState[]> {
+  async inspect(resource: string, opts: CallOptions): Promise<ResourceState> {
     const keys = this.keys(resource);
     return this.call("inspect", opts, async (grpc) => {
-      const range = await this.client.kv.range({ key: Buffer.from(keys.base), range_end: prefixEnd(keys.base) }, grpc);
-      const planKv = range.kvs.find((kv) => kv.key.toString() === keys.plan);
-      const plan = planKv ? this.cachePlan(resource, planKv.value.toString()) : null;
-      if (!plan) return [];
-      const held = new Map<number, IKeyValue>();
-      for (const kv of range.kvs) {
-        const name = kv.key.toString();
-        if (!name.startsWith(keys.partitions)) continue;
-        const partition = Number(name.slice(keys.partitions.length));
-        if (Number.isInteger(partition) && partition >= 0 && partition < plan.partitions) held.set(partition, kv);
-      }
-      const leaseIds = [...new Set([...held.values()].map((kv) => String(kv.lease)))];
-      const ttls = new Map<string, number>();
-      await Promise.all(
-        leaseIds.map(async (id) => {
-          const info = await this.client.leaseClient.leaseTimeToLive({ ID: id }, grpc);
-          ttls.set(id, Number(info.TTL));
-        }),
-      );
-      return partitionPools(plan).map((pool, partition) => {
-        const kv = held.get(partition);
-        const ttl = kv ? (ttls.get(String(kv.lease)) ?? -1) : -1;
-        if (!kv || ttl <= 0) return { partition, pool, holderId: null, expiresInMs: null, fencingToken: null };
-        const text = kv.value.toString();
-        const space = text.indexOf(" ");
-        return {
-          partition,
-          pool,
-          holderId: space >= 0 ? text.slice(space + 1) : text,
-          expiresInMs: ttl * 1000,
-          fencingToken: Number(kv.create_revision),
-        };
+      const read = await this.txn({ success: [range(keys.base, true), range(this.serverKey)] }, grpc);
+      const state = parseResource(keys, rangeKvs(read, 0));
+      const stored = state.plan ? storedPlanOrThrow(resource, state.plan.value.toString()) : null;
+      const server = rangeKvs(read, 1)[0];
+      const live = server && server.lease !== "0" && server.value.toString() === read.header.cluster_id ? server : undefined;
+      const leaseIds = new Set([...state.partitions.values(), ...state.holders.values(), ...state.graces].map((kv) => kv.lease));
+      if (stored && live) leaseIds.add(live.lease);
+      const ttls = await this.timesToLive([...leaseIds], grpc);
+      const expiry = (kv: IKeyValue): number | null => {
+        const t = ttls.get(kv.lease);
+        return t && t.ttl >= 0 ? expiresInMs(t.ttl, t.granted) : null;
+      };
+      const partitions = (stored ? partitionPools(stored.plan) : []).map((pool, partition) => {
+        const kv = state.partitions.get(partition);
+        const left = kv ? expiry(kv) : null;
+        const [grantEpoch, , holderId] = kv && left !== null ? kv.value.toString().split(" ") : [];
+        return kv && holderId
+          ? { partition, pool, holderId, expiresInMs: left, fencingToken: Number(kv.create_revision), epoch: Number(grantEpoch) }
+          : { partition, pool, holderId: null, expiresInMs: null, fencingToken: null, epoch: null };
       });
+      // What a grant would find: the longest grace key, and a server clock younger than one TTL.
+      const clock = live ? ttls.get(live.lease) : undefined;
+      const graceMs = Math.max(
+        0,
+        ...state.graces.map((kv) => (kv.lease === "0" ? graceLength(kv) : (expiry(kv) ?? 0))),
+        stored ? backendEpochGraceMs(stored.plan) - (clock ? ageMs(clock) : 0) : 0,
+      );
+      const holders = publishedHolders(state, (id) => expiry(state.holders.get(id)!)).filter((h) => h.expiresInMs !== null);
+      return { stored, graceMs, partitions, holders };
     });
   }
 
   /**
-   * Stops using the backend: later calls reject with BackendError. Revokes only the etcd leases
-   * this instance granted that carry no partition any more; leases with partitions run out by their
-   * TTL, since a limiter may still be admitting on them until its local deadline. Does not close
-   * the injected client.
+   * Stops using the backend: later calls reject with BackendError. Revokes the record leases this
+   * instance granted (its records vanish at once); partition leases run out by their TTL, since a
+   * limiter may still admit on them until its local deadline. Does not close the injected client.
    */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const idle = [...this.holders.values()].filter((h) => h.grants.size === 0 && h.condemned.size === 0 && h.inFlight === 0);
-    for (const holder of idle) this.retire(holder);
     const deadline = Date.now() + 2000;
-    await Promise.all(
-      idle.map((h) => this.client.leaseClient.leaseRevoke({ ID: h.id }, { deadline }).catch(() => undefined)),
-    );
-  }
-
-  /** One acquire transaction (per batch of candidates) on `holder`, with its keepalive and sweep. */
-  private async acquireOn(
-    holder: HolderLease,
-    resource: string,
-    keys: ReturnType<EtcdLeaseBackend["keys"]>,
-    planText: string,
-    candidates: readonly number[],
-    holderId: string,
-    ttlMs: number,
-    startedAt: number,
-    grpc: GrpcOptions,
-    signal: AbortSignal,
-  ): Promise<AcquireOutcome> {
-    const token = makeToken(holder.id, holder.ttlSeconds, randomUUID());
-    const value = grantValue(token, holderId);
-    // A lease granted after this call started lives a full TTL; an older one must be extended, or a
-    // key attached now could expire before `startedAt + ttl`.
-    const fresh = holder.grantSentAt >= startedAt;
-    const refresh = fresh ? Promise.resolve(holder.ttlSeconds) : this.keepAlive(holder.id, grpc, signal);
-    refresh.catch(() => undefined);
-    const sweep = this.sweep(holder, holder.staleGrants(startedAt), grpc);
-    let response: ITxnResponse | null = null;
-    let taken: number | null = null;
-    try {
-      for (let from = 0; from < candidates.length && taken === null; from += CANDIDATES_PER_TXN) {
-        const batch = candidates.slice(from, from + CANDIDATES_PER_TXN);
-        const attempt = this.client.kv.txn(acquireTxn(keys, planText, batch, value, holder.id), grpc);
-        // If the reply is lost the put may have happened: condemn every key it could have taken.
-        attempt.catch((error: unknown) => {
-          if (!isLeaseNotFound(error)) for (const p of batch) holder.condemn(keys.partition(p), value);
-        });
-        response = await attempt;
-        if (!response.succeeded) break;
-        const index = takenIndex(response);
-        if (index !== null) taken = batch[index] ?? null;
-      }
-    } catch (error) {
-      await sweep;
-      if (isLeaseNotFound(error)) {
-        this.retire(holder);
-        return { kind: "lease-gone" };
-      }
-      throw error;
-    }
-    if (!response) return { kind: "none" };
-    if (!response.succeeded) {
-      await sweep;
-      const planKv = response.responses[0]?.response_range?.kvs[0];
-      if (!planKv) return { kind: "plan-missing" };
-      const storedText = planKv.value.toString();
-      if (storedText !== planText) {
-        this.cachePlan(resource, storedText);
-        return { kind: "plan-changed" };
-      }
-      return { kind: "none" }; // the grace key exists
-    }
-    let ttl: number;
-    try {
-      [ttl] = await Promise.all([refresh, sweep]);
-    } catch (error) {
-      if (taken !== null) holder.condemn(keys.partition(taken), value);
-      throw error;
-    }
-    if (ttl <= 0) {
-      // The lease expired around our put: the key went with it (or goes now). Start over.
-      this.retire(holder);
-      return { kind: "lease-gone" };
-    }
-    if (taken === null) return { kind: "none" };
-    const key = keys.partition(taken);
-    holder.track(key, value, ttlMs, startedAt);
-    return {
-      kind: "granted",
-      lease: { resource, partition: taken, holderId, token, fencingToken: Number(response.header.revision) },
-    };
-  }
-
-  /** The holder lease for (holderId, ttlSeconds), granting one if none is known. */
-  private async holderLease(holderId: string, ttlSeconds: number, grpc: GrpcOptions): Promise<HolderLease> {
-    const id = `${ttlSeconds} ${holderId}`;
-    const known = this.holders.get(id);
-    if (known && !known.retired) return known;
-    let pending = this.granting.get(id);
-    if (!pending) {
-      const sentAt = performance.now();
-      pending = this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }, grpc).then((granted) => {
-        const holder = new HolderLease(String(granted.ID), ttlSeconds, sentAt);
-        if (!this.closed) {
-          this.holders.set(id, holder);
-          this.byId.set(holder.id, holder);
-        }
-        return holder;
-      });
-      const settle = () => {
-        if (this.granting.get(id) === pending) this.granting.delete(id);
-      };
-      pending.then(settle, settle);
-      this.granting.set(id, pending);
-    }
-    return pending;
-  }
-
-  /** Forgets `holder`: no new key is attached to it. */
-  private retire(holder: HolderLease): void {
-    holder.retired = true;
-    for (const [id, known] of this.holders) if (known === holder) this.holders.delete(id);
-    if (this.byId.get(holder.id) === holder) this.byId.delete(holder.id);
-  }
-
-  /** Deletes condemned keys that still hold their values, in one transaction per 100; never throws. */
-  private async sweep(holder: HolderLease | undefined, pairs: readonly Condemned[], grpc: GrpcOptions): Promise<void> {
-    if (!holder || pairs.length === 0) return;
-    for (let from = 0; from < pairs.length; from += SWEEP_BATCH) {
-      const batch = pairs.slice(from, from + SWEEP_BATCH);
-      try {
-        await this.client.kv.txn(
-          {
-            compare: [],
-            success: batch.map((pair) => ({
-              request_txn: {
-                compare: [valueIs(pair.key, pair.value)],
-                success: [{ request_delete_range: { key: Buffer.from(pair.key) } }],
-                failure: [],
-              },
-            })),
-            failure: [],
-          },
-          grpc,
-        );
-        holder.acquit(batch);
-      } catch {
-        return; // Kept condemned; the next renewal or acquire on this lease tries again.
-      }
-    }
+    const ids = [...this.recordLeases.values()];
+    this.recordLeases.clear();
+    await Promise.all(ids.map((ID) => this.client.leaseClient.leaseRevoke({ ID }, { deadline }).catch(() => undefined)));
   }
 
   /**
-   * Sends one keepalive for etcd lease `id` and resolves to its TTL in seconds, 0 or less when
-   * the lease no longer exists.
+   * Checks the server key against a linearizable response: it must exist, hold the response's
+   * cluster ID, and the revision must not be below `floor` (what this instance had seen when it
+   * sent the request). Returns the clock's lease, or null when the clock was (re)started now.
    */
-  private async keepAlive(id: string, grpc: GrpcOptions, signal: AbortSignal): Promise<number> {
-    const stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> = await this.client.leaseClient.leaseKeepAlive(grpc);
-    return new Promise<number>((resolve, reject) => {
+  private async checkServer(header: IResponseHeader, kv: IKeyValue | undefined, floor: EtcdLeaseBackend["seen"], grpc: Grpc): Promise<string | null> {
+    const cluster = header.cluster_id;
+    const revision = Number(header.revision);
+    const wentBack = floor !== null && floor.cluster === cluster && revision < floor.revision;
+    if (kv && kv.lease !== "0" && kv.value.toString() === cluster && !wentBack) {
+      if (this.seen?.cluster !== cluster || this.seen.revision < revision) this.seen = { cluster, revision };
+      return kv.lease;
+    }
+    const clock = (await this.client.leaseClient.leaseGrant({ TTL: CLOCK_TTL_S }, grpc)).ID;
+    const restart = await this.txn({ compare: [modIs(this.serverKey, kv?.mod_revision ?? 0)], success: [put(this.serverKey, cluster, clock)] }, grpc);
+    // Lost the race: another caller restarted it, which is just as young.
+    if (!restart.succeeded) await this.client.leaseClient.leaseRevoke({ ID: clock }, grpc).catch(() => undefined);
+    this.seen = { cluster, revision: Number(restart.header.revision) };
+    return null;
+  }
+
+  /** A lower bound on how long etcd's leader has not revived the clock's lease, in ms (0 when gone). */
+  private async clockAgeMs(clock: string, grpc: Grpc): Promise<number> {
+    const t = (await this.timesToLive([clock], grpc)).get(clock);
+    return t && t.ttl > 0 ? ageMs(t) : 0;
+  }
+
+  private async timesToLive(ids: readonly string[], grpc: Grpc): Promise<Map<string, { ttl: number; granted: number }>> {
+    const answers = await Promise.all(ids.map((ID) => this.client.leaseClient.leaseTimeToLive({ ID }, grpc)));
+    return new Map(answers.map((a, i) => [ids[i]!, { ttl: Number(a.TTL), granted: Number(a.grantedTTL) }]));
+  }
+
+  /** ms left of the longest grace key, attaching any left without a lease; 0 when none. */
+  private async graceMs(state: ResourceKvs, grpc: Grpc): Promise<number> {
+    const unleased = state.graces.filter((kv) => kv.lease === "0");
+    const ttls = await this.timesToLive(state.graces.filter((kv) => kv.lease !== "0").map((kv) => kv.lease), grpc);
+    await Promise.all(unleased.map((kv) => this.leaseGrace(kv.key.toString(), graceLength(kv), kv.mod_revision, grpc)));
+    return Math.max(0, ...unleased.map(graceLength), ...[...ttls.values()].map((t) => (t.ttl >= 0 ? expiresInMs(t.ttl, t.granted) : 0)));
+  }
+
+  /** Why the acquire transaction's compare failed: another plan, no plan, or a grace. */
+  private async refusal(resource: string, keys: Keys, wanted: string, response: ITxnResponse, grpc: Grpc): Promise<AcquireResult> {
+    const planKv = rangeKvs(response, 0)[0];
+    if (!planKv) {
+      this.plans.delete(resource);
+      throw new PlanMissingError(resource);
+    }
+    const stored = this.remember(resource, planKv.value.toString());
+    if (planKv.value.toString() !== wanted) return { kind: "plan-changed", epoch: stored.epoch };
+    return { kind: "grace", remainingMs: Math.max(1, await this.graceMs(parseResource(keys, rangeKvs(response, 1)), grpc)) };
+  }
+
+  /** The answer to a heartbeat under another epoch or without a plan: nothing renewed or published. */
+  private async unrenewed(resource: string, leases: readonly Lease[], state: ResourceKvs, grpc: Grpc): Promise<HeartbeatResult> {
+    const stored = state.plan ? storedPlanOrThrow(resource, state.plan.value.toString()) : null;
+    return { renewed: leases.map(() => false), samePlan: false, epoch: stored?.epoch ?? null, graceMs: await this.graceMs(state, grpc), holders: stored ? publishedHolders(state, () => null) : [] };
+  }
+
+  /** Writes `ops` if `compare` holds, with a grace key of `graceMs`; false when the compare failed. */
+  private async commit(keys: Keys, compare: ICompare[], ops: IRequestOp[], graceMs: number, grpc: Grpc): Promise<boolean> {
+    const grace = graceMs > 0 ? `${keys.grace}${randomUUID()}` : null;
+    const response = await this.txn({ compare, success: grace ? [...ops, put(grace, String(graceMs))] : ops }, grpc);
+    if (response.succeeded && grace) await this.leaseGrace(grace, graceMs, response.header.revision, grpc);
+    return response.succeeded;
+  }
+
+  /**
+   * Attaches a grace key, written without a lease together with what it guards, to a lease of its
+   * length (whole seconds, rounded up) granted now: a lease granted before the write would end early
+   * by the time between grant and write. A key left without a lease (this call failed) blocks
+   * grants until an acquirer attaches it again ({@link graceMs}), which only lengthens the grace.
+   */
+  private async leaseGrace(key: string, graceMs: number, modRevision: string, grpc: Grpc): Promise<void> {
+    const lease = (await this.client.leaseClient.leaseGrant({ TTL: Math.ceil(graceMs / 1000) }, grpc)).ID;
+    const attached = await this.txn({ compare: [modIs(key, modRevision)], success: [put(key, String(graceMs), lease)] }, grpc);
+    if (!attached.succeeded) await this.client.leaseClient.leaseRevoke({ ID: lease }, grpc).catch(() => undefined);
+  }
+
+  /**
+   * Reads the plan and the tombstone, lets `decide` say what to write (with the stored plan, if
+   * readable, and the last epoch either holds), and commits it with its grace if neither changed
+   * meanwhile; reads again after a lost race.
+   */
+  private async rewritePlan<T>(
+    keys: Keys,
+    grpc: Grpc,
+    decide: (planKv: IKeyValue | undefined, current: StoredPlan | null, lastEpoch: number) => { result: T } | { ops: IRequestOp[]; graceMs: number; done: () => T },
+  ): Promise<T> {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const read = await this.txn({ success: [range(keys.plan), range(keys.deleted)] }, grpc);
+      const [planKv, deleted] = [rangeKvs(read, 0)[0], rangeKvs(read, 1)[0]];
+      const decoded = planKv ? decodeStoredPlan(planKv.value.toString()) : null;
+      const current = decoded?.kind === "plan" ? decoded.stored : null;
+      const step = decide(planKv, current, Math.max(current?.epoch ?? 0, tombstoneEpoch(deleted)));
+      if ("result" in step) return step.result;
+      const compare = [modIs(keys.plan, planKv?.mod_revision ?? 0), modIs(keys.deleted, deleted?.mod_revision ?? 0)];
+      if (await this.commit(keys, compare, step.ops, step.graceMs, grpc)) return step.done();
+    }
+    throw new Error("the stored plan kept changing");
+  }
+
+  private async readPlanIn(resource: string, keys: Keys, grpc: Grpc): Promise<StoredPlan | null> {
+    const kv = (await this.client.kv.range({ key: Buffer.from(keys.plan) }, grpc)).kvs[0];
+    if (!kv) this.plans.delete(resource);
+    return kv ? this.remember(resource, kv.value.toString()) : null;
+  }
+
+  /** Decodes and caches a stored plan text; PlanMismatchError when unreadable or from 0.1. */
+  private remember(resource: string, text: string): StoredPlan {
+    const stored = storedPlanOrThrow(resource, text);
+    this.plans.set(resource, { text, stored });
+    return stored;
+  }
+
+  /** Sends one keepalive stream for `ids`; resolves to each lease's TTL in s (0 when it is gone). */
+  private async keepAlive(ids: readonly string[], grpc: Grpc, signal: AbortSignal): Promise<Map<string, number>> {
+    const unique = [...new Set(ids)];
+    const ttls = new Map<string, number>();
+    if (unique.length === 0) return ttls;
+    const stream = await this.client.leaseClient.leaseKeepAlive(grpc);
+    return new Promise((resolve, reject) => {
       let done = false;
       const finish = (fn: () => void) => {
         if (done) return;
@@ -485,111 +497,150 @@ export class EtcdLeaseBackend implements LeaseBackend {
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
       stream.on("data", (response) => {
-        finish(() => resolve(Number(response.TTL)));
+        ttls.set(String(response.ID), Number(response.TTL));
+        if (ttls.size < unique.length) return;
         stream.end();
+        finish(() => resolve(ttls));
       });
       stream.on("error", (error) => finish(() => reject(error)));
-      stream.on("end", () => finish(() => reject(new Error("keepalive stream ended without a reply"))));
-      stream.write({ ID: id });
+      stream.on("end", () => finish(() => reject(new Error("the keepalive stream ended before every reply"))));
+      for (const ID of unique) stream.write({ ID });
     });
   }
 
-  private async get(key: string, grpc: GrpcOptions): Promise<IKeyValue | null> {
-    const response = await this.client.kv.range({ key: Buffer.from(key) }, grpc);
-    return response.kvs[0] ?? null;
+  private txn(request: ITxnRequest, grpc: Grpc): Promise<ITxnResponse> {
+    return this.client.kv.txn({ compare: [], failure: [], ...request }, grpc);
   }
 
-  private verifyPlan(resource: string, storedText: string, wanted: string): void {
-    const stored = this.cachePlan(resource, storedText);
-    if (!stored || canonicalPlan(stored) !== wanted) throw new PlanMismatchError(resource, storedText, wanted);
+  private checkedPlan(plan: Plan): Plan {
+    const wanted = validatePlan(plan, "plan.");
+    const rule = this.leaseTtlRule;
+    if (wanted.leaseTtlMs < rule.minMs || wanted.leaseTtlMs > rule.maxMs || wanted.leaseTtlMs % rule.stepMs !== 0) {
+      throw new ConfigError("plan.leaseTtlMs", wanted.leaseTtlMs, `whole seconds from ${rule.minMs} to ${rule.maxMs} ms`, rule.reason);
+    }
+    return wanted;
   }
 
-  private cachePlan(resource: string, text: string): Plan | null {
-    const plan = parsePlan(text);
-    if (plan) this.plans.set(resource, { text, plan });
-    else this.plans.delete(resource);
-    return plan;
-  }
-
-  private keys(resource: string): ResourceKeys & { partition(n: number): string } {
+  private keys(resource: string): Keys {
     resourceName("resource", resource);
     const base = `${this.prefix}${resource}/`;
-    const partitions = `${base}p/`;
-    return { base, plan: `${base}plan`, grace: `${base}grace`, partitions, partition: (n) => `${partitions}${n}` };
+    return {
+      base,
+      plan: `${base}plan`,
+      deleted: `${base}deleted`,
+      grace: `${base}grace/`,
+      partition: (n) => `${base}p/${n}`,
+      holder: (id) => `${base}h/${id}`,
+    };
   }
 
   /**
-   * Runs `operation` under the caller's signal and timeout: the timeout also becomes the gRPC
-   * deadline, so the etcd3 client's own retries stop with it. Server failures become BackendError.
+   * Runs `work` under the caller's signal and timeout (see backendCall); the timeout also becomes
+   * the gRPC deadline (a wall-clock instant, as gRPC requires; it bounds transport, never a lease).
    */
-  private call<T>(operation: Operation, opts: CallOptions, fn: (grpc: GrpcOptions, signal: AbortSignal) => Promise<T>): Promise<T> {
-    return withDeadline(`etcd backend ${operation}`, opts, async (signal) => {
-      if (this.closed) throw new BackendError(this.name, operation, new Error("the backend is closed"));
-      // gRPC deadlines are wall-clock instants; they only bound transport, never a lease.
-      // The slack lets our own timer win the race, so a timeout is reported as a TimeoutError.
-      const grpc = { deadline: Date.now() + Math.max(0, opts.timeoutMs ?? DEFAULT_DEADLINE_MS) + DEADLINE_SLACK_MS };
-      try {
-        return await fn(grpc, signal);
-      } catch (error) {
-        if (signal.aborted) throw signal.reason;
-        if (PartitionedRateLimiterError.isError(error)) throw error;
-        throw new BackendError(this.name, operation, error);
-      }
+  private call<T>(operation: string, opts: CallOptions, work: (grpc: Grpc, signal: AbortSignal) => Promise<T>): Promise<T> {
+    return backendCall(this.name, operation, opts, async (signal) => {
+      if (this.closed) throw new Error("the backend is closed");
+      return work({ deadline: Date.now() + Math.max(0, opts.timeoutMs ?? DEFAULT_DEADLINE_MS) + DEADLINE_SLACK_MS }, signal);
     });
   }
 }
 
-type AcquireOutcome =
-  | { kind: "granted"; lease: Lease }
-  | { kind: "none" }
-  | { kind: "plan-missing" }
-  | { kind: "plan-changed" }
-  | { kind: "lease-gone" };
-
-/** Converts a lease TTL in ms to etcd's whole seconds, or throws ConfigError naming `leaseTtlMs`. */
-function leaseTtlSeconds(ttlMs: number): number {
-  if (typeof ttlMs !== "number" || !Number.isInteger(ttlMs) || ttlMs < 2000 || ttlMs % 1000 !== 0 || ttlMs > 9_000_000_000_000) {
-    throw new ConfigError(
-      "leaseTtlMs",
-      ttlMs,
-      "a whole number of seconds in ms, at least 2000 (etcd lease TTLs are whole seconds, minimum 2 s)",
-    );
-  }
-  return ttlMs / 1000;
+interface Keys {
+  readonly base: string;
+  readonly plan: string;
+  readonly deleted: string;
+  readonly grace: string;
+  partition(n: number): string;
+  holder(holderId: string): string;
 }
 
-/** The value of a partition key: the grant's token and its holder. */
-function grantValue(token: string, holderId: string): string {
-  return `${token} ${holderId}`;
+/** The keys of one resource, sorted by kind. */
+interface ResourceKvs {
+  plan?: IKeyValue;
+  deleted?: IKeyValue;
+  graces: IKeyValue[];
+  partitions: Map<number, IKeyValue>;
+  holders: Map<string, IKeyValue>;
+  /** How many keys exist under the resource's name. */
+  count: number;
+}
+
+function parseResource(keys: Keys, kvs: readonly IKeyValue[]): ResourceKvs {
+  const state: ResourceKvs = { graces: [], partitions: new Map(), holders: new Map(), count: kvs.length };
+  for (const kv of kvs) {
+    const name = kv.key.toString();
+    const rest = name.slice(keys.base.length);
+    if (name === keys.plan) state.plan = kv;
+    else if (name === keys.deleted) state.deleted = kv;
+    else if (name.startsWith(keys.grace)) state.graces.push(kv);
+    else if (rest.startsWith("p/") && /^p\/\d{1,5}$/.test(rest)) state.partitions.set(Number(rest.slice(2)), kv);
+    else if (rest.startsWith("h/")) state.holders.set(rest.slice(2), kv);
+  }
+  return state;
+}
+
+/** Every readable holder record; `since` is the record key's create revision. */
+function publishedHolders(state: ResourceKvs, expires: (holderId: string) => number | null): PublishedHolder[] {
+  const out: PublishedHolder[] = [];
+  for (const [id, kv] of state.holders) {
+    const record = decodeHolderRecord(id, kv.value.toString());
+    if (record) out.push({ ...record, since: Number(kv.create_revision), expiresInMs: expires(id) });
+  }
+  return out;
+}
+
+/** A lower bound on the time since an etcd lease was granted or last revived: TTL is truncated to whole seconds. */
+function ageMs(t: { ttl: number; granted: number }): number {
+  return Math.max(0, (t.granted - t.ttl - 1) * 1000);
+}
+
+/** An upper bound on a lease's remaining time in ms, from its truncated TTL, at most its granted TTL. */
+function expiresInMs(ttlSeconds: number, grantedSeconds: number): number {
+  return Math.min(ttlSeconds + 1, grantedSeconds) * 1000;
+}
+
+/** The length a grace key was written with, in ms (the longest lease TTL if unreadable). */
+function graceLength(kv: IKeyValue): number {
+  const ms = Number(kv.value.toString());
+  return Number.isFinite(ms) && ms > 0 ? ms : MAX_LEASE_TTL_MS;
+}
+
+/** The last epoch a tombstone keeps (0 without one). */
+function tombstoneEpoch(kv: IKeyValue | undefined): number {
+  const epoch = Number(kv?.value.toString());
+  return Number.isSafeInteger(epoch) && epoch > 0 ? epoch : 0;
+}
+
+function grantValue(epoch: number, token: string, holderId: string): string {
+  return `${epoch} ${token} ${holderId}`;
+}
+
+/** The etcd lease id inside a token made by tryAcquire (`<lease>.<uuid>`); null for anything else. */
+function leaseIdOf(token: string): string | null {
+  return /^(\d{1,20})\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.exec(token)?.[1] ?? null;
 }
 
 /**
  * The acquire transaction: if the plan is still `planText` and no grace key exists, take the first
- * candidate whose key does not exist (one nested transaction per candidate); otherwise return the
- * plan and the grace key, so the caller can tell why.
+ * candidate whose key does not exist (one nested transaction per candidate) and read the server
+ * key; otherwise read the plan and the grace keys, so the caller can tell why.
  */
-function acquireTxn(keys: ResourceKeys & { partition(n: number): string }, planText: string, candidates: readonly number[], value: string, leaseId: string): ITxnRequest {
+function acquireTxn(keys: Keys, planText: string, candidates: readonly number[], value: string, leaseId: string, serverKey: string): ITxnRequest {
   let chain: IRequestOp[] = [];
   for (let i = candidates.length - 1; i >= 0; i--) {
-    const key = keys.partition(candidates[i] ?? -1);
-    chain = [
-      {
-        request_txn: {
-          compare: [createRevisionIs(key, 0)],
-          success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(value), lease: leaseId } }],
-          failure: chain,
-        },
-      },
-    ];
+    const key = keys.partition(candidates[i]!);
+    chain = [{ request_txn: { compare: [{ key: Buffer.from(key), target: "Create", result: "Equal", create_revision: 0 }], success: [put(key, value, leaseId)], failure: chain } }];
   }
+  const noGrace: ICompare = { key: Buffer.from(keys.grace), range_end: prefixEnd(keys.grace), target: "Create", result: "Equal", create_revision: 0 };
   return {
-    compare: [valueIs(keys.plan, planText), createRevisionIs(keys.grace, 0)],
-    success: chain,
-    failure: [{ request_range: { key: Buffer.from(keys.plan) } }, { request_range: { key: Buffer.from(keys.grace) } }],
+    compare: [valueIs(keys.plan, planText), noGrace],
+    success: [...chain, range(serverKey)],
+    failure: [range(keys.plan), range(keys.grace, true)],
   };
 }
 
-/** Which candidate (by index in the batch) the acquire transaction took, or null for none. */
+/** Which candidate of the batch the acquire transaction took, or null for none. */
 function takenIndex(response: ITxnResponse): number | null {
   let level: ITxnResponse | undefined = response.responses[0]?.response_txn;
   for (let index = 0; level; index++) {
@@ -599,27 +650,40 @@ function takenIndex(response: ITxnResponse): number | null {
   return null;
 }
 
-function createRevisionIs(key: string, revision: number): ICompare {
-  return { key: Buffer.from(key), target: "Create", result: "Equal", create_revision: revision };
+function rangeKvs(response: ITxnResponse, index: number): IKeyValue[] {
+  return response.responses[index]?.response_range?.kvs ?? [];
+}
+
+function range(key: string, prefix = false): { request_range: IRangeRequest } {
+  return { request_range: prefix ? { key: Buffer.from(key), range_end: prefixEnd(key) } : { key: Buffer.from(key) } };
+}
+
+function put(key: string, value: string, lease?: string): IRequestOp {
+  return { request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) } };
 }
 
 function valueIs(key: string, value: string): ICompare {
   return { key: Buffer.from(key), target: "Value", result: "Equal", value: Buffer.from(value) };
 }
 
+/** mod revision 0 also matches a key that does not exist. */
+function modIs(key: string, revision: string | number): ICompare {
+  return { key: Buffer.from(key), target: "Mod", result: "Equal", mod_revision: revision };
+}
+
 /** The end of the key range holding every key that starts with `prefix`. */
 function prefixEnd(prefix: string): Buffer {
   const end = Buffer.from(prefix);
   for (let i = end.length - 1; i >= 0; i--) {
-    if ((end[i] ?? 0xff) < 0xff) {
-      end[i] = (end[i] ?? 0) + 1;
+    if (end[i]! < 0xff) {
+      end[i] = end[i]! + 1;
       return end.subarray(0, i + 1);
     }
   }
   return Buffer.from([0]);
 }
 
-/** Whether `error` is etcd's "requested lease not found" (the lease expired, was revoked, or the server lost it). */
+/** Whether `error` is etcd's "requested lease not found" (expired, revoked, or lost with the server's state). */
 function isLeaseNotFound(error: unknown): boolean {
   return error instanceof Error && /requested lease not found/i.test(error.message);
 }

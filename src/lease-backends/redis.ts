@@ -1,20 +1,32 @@
 import { randomUUID } from "node:crypto";
-import { BackendError } from "../errors/backend-error.js";
 import { ConfigError } from "../errors/config-error.js";
-import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
-import { withDeadline } from "./call-deadline.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
-import { checkRedisClient, whenReady } from "./redis-client.js";
+import { encodeHolderRecord, validateHolderRecord } from "../contract/holder-record.js";
+import type {
+  AcquireRequest,
+  AcquireResult,
+  CallOptions,
+  EnsurePlanOptions,
+  HeartbeatRequest,
+  HeartbeatResult,
+  Lease,
+  LeaseBackend,
+  LeaseTtlRule,
+  ResourceState,
+} from "../contract/lease-backend.js";
+import { decodeStoredPlan, encodeStoredPlan, partitionPools, storedPlanBody, storedPlanOrThrow, validatePlan, type Plan, type StoredPlan } from "../contract/plan.js";
+import { MAX_LEASE_TTL_MS, creationGraceMs, deletionGraceMs, switchGraceMs } from "../contract/timing.js";
+import { backendCall } from "./backend-call.js";
+import { checkRedisClient, describeRedisFailure, whenReady } from "./redis-client.js";
+import { toPublishedHolders } from "./redis-records.js";
 import {
   parseAcquireReply,
-  parseEnsurePlanReply,
+  parseHeartbeatReply,
   parseInspectReply,
+  parsePlanWriteReply,
   resourceKeys,
   scripts,
-  serverTtl,
   tokenPrefix,
   type RedisClient,
   type ResourceKeys,
@@ -23,9 +35,9 @@ import {
 /** Options of {@link RedisLeaseBackend}. */
 export interface RedisLeaseBackendOptions {
   /**
-   * An ioredis client (`Redis` or `Cluster`), created with `enableOfflineQueue: false` (checked:
-   * ConfigError otherwise), a small `maxRetriesPerRequest` (e.g. 1) and a `commandTimeout`
-   * (e.g. 2000 ms). The backend never closes it.
+   * An ioredis client (`Redis`, or `Cluster` with `scaleReads: "master"`), created with
+   * `enableOfflineQueue: false` (checked: ConfigError otherwise), a small `maxRetriesPerRequest`
+   * (e.g. 1) and a `commandTimeout` (e.g. 2000 ms). The backend never closes it.
    */
   client: RedisClient;
   /** Prepended to every key (default `"prl:"`). Keys are `${keyPrefix}{${resource}}:plan` and so on. */
@@ -33,26 +45,38 @@ export interface RedisLeaseBackendOptions {
 }
 
 /**
- * RedisLeaseBackend keeps leases in one Redis (or Redis Cluster) through an injected ioredis
- * client. Every operation is one Lua script, so one round trip and atomic:
- * `tryAcquire` takes the first free candidate with `SET NX PX` semantics and a fencing token from
- * a per-resource `INCR`; `renew` is compare-and-`PEXPIRE`; `release` is compare-and-`DEL`. Scripts
- * run by EVALSHA, falling back to EVAL once per connection that lacks them.
+ * RedisLeaseBackend keeps plans, leases and holder records in one Redis (or a Redis Cluster, or
+ * the primary a Sentinel names) through an injected ioredis client. Every operation is one Lua
+ * script, so one round trip and atomic: `tryAcquire` takes the first free candidate with `SET NX
+ * PX` semantics and a fencing token from a per-resource `INCR`; `heartbeat` renews every held
+ * lease by compare-and-`PEXPIRE`, publishes the holder's record and returns everyone's;
+ * `release` is compare-and-`DEL`. Keys of a resource share the hash tag `{resource}`.
  *
- * Keys of a resource share the hash tag `{resource}`, so the backend works on Redis Cluster.
- * A resource without a plan key makes `tryAcquire` reject with PlanMissingError: that is how a
- * limiter notices a Redis that lost its state (restart without persistence, eviction), and it
- * answers with `ensurePlan`, whose grace period lets forgotten leases run out first.
+ * What it detects: every script reads the server's `run_id` (`INFO server`) and compares it with
+ * the one stored beside the plan. A Redis restarted from an RDB or AOF file (which brings back the
+ * plan but forgets or ages leases) or a replica promoted by Sentinel or Cluster failover (which may
+ * lack the latest writes) changes it; the first script that notices starts the restore grace
+ * (`backendEpochGraceMs` of the stored plan, the longest lease TTL and a window), atomically,
+ * before anything is granted, and moves the fencing counter past every token issued before. A
+ * Redis restarted empty also loses the plan: the limiter stores it again, with a grace. What it
+ * cannot detect: keys deleted or evicted while the server runs (run Redis with
+ * `maxmemory-policy noeviction`, the default, and do not `FLUSHALL` a live resource), and
+ * `DEBUG RELOAD NOSAVE` or `DEBUG LOADAOF`, which load an older file into the running process
+ * under the same `run_id` (plain `DEBUG RELOAD` saves first, so it forgets nothing). The fence
+ * counter jumps to the server's clock in µs, so after a restore it grows only while that clock
+ * is ahead of the counter (it is unless the server's clock was set back).
  *
- * Safety caveats: a single Redis is a single point of failure for availability (not for the rate
- * promise: held leases run to their local deadlines). With asynchronous replication, a failover
- * may forget grants; the plan key is lost with them only if the replica never had it, so run
- * with `graceMs >= leaseTtlMs` and prefer {@link RedlockLeaseBackend} or etcd where failover matters.
- * Requires Redis 5 or later (scripts use effect replication).
+ * A new resource starts without a grace when the server proves nothing it granted can still be in
+ * use: no trace of the resource, a primary not promoted since it started, up longer than the
+ * grace the plan would get. `replacePlan` also stores over a plan that cannot be read (edited by
+ * hand, or written by version 0.1), with the grace of an unknown history. Requires Redis 5 or
+ * later (scripts use effect replication).
  */
 export class RedisLeaseBackend implements LeaseBackend {
   /** `"redis"`. */
   readonly name = "redis";
+  /** Any whole-ms TTL up to the library's maximum (PX has ms resolution). */
+  readonly leaseTtlRule: LeaseTtlRule = { minMs: 1, maxMs: MAX_LEASE_TTL_MS, stepMs: 1, reason: "Redis PX expiries have ms resolution" };
   private readonly client: RedisClient;
   private readonly keyPrefix: string;
 
@@ -66,59 +90,113 @@ export class RedisLeaseBackend implements LeaseBackend {
     this.keyPrefix = keyPrefix;
   }
 
-  async ensurePlan(resource: string, plan: Plan, opts: EnsurePlanOptions): Promise<void> {
-    const wanted = canonicalPlan(plan);
+  async ensurePlan(resource: string, plan: Plan, opts: EnsurePlanOptions): Promise<StoredPlan> {
+    const wanted = validatePlan(plan, "plan.");
     const keys = this.keys(resource);
-    const graceMs = Math.max(0, Math.ceil(opts.graceMs));
+    const graceMs = creationGraceMs(wanted, opts.history ?? "unknown");
     const reply = await this.call("ensurePlan", opts, async () =>
-      parseEnsurePlanReply(await scripts.ensurePlan.run(this.client, [keys.plan, keys.grace, keys.fence], [wanted, graceMs])),
+      parsePlanWriteReply(
+        await scripts.ensurePlan.run(this.client, planKeys(keys), [storedPlanBody(wanted), graceMs, wanted.partitions, keys.partitionBase]),
+        "ensurePlan",
+      ),
     );
-    if (reply.created) return;
-    const stored = parsePlan(reply.stored);
-    if (!stored || canonicalPlan(stored) !== wanted) throw new PlanMismatchError(resource, reply.stored, wanted);
+    return storedPlanOrThrow(resource, reply.text);
   }
 
-  async readPlan(resource: string, opts: CallOptions): Promise<Plan | null> {
-    const stored = await this.call("readPlan", opts, () => this.client.get(this.keys(resource).plan));
-    return stored === null ? null : parsePlan(stored);
+  async readPlan(resource: string, opts: CallOptions): Promise<StoredPlan | null> {
+    const text = await this.call("readPlan", opts, () => this.client.get(this.keys(resource).plan));
+    return text === null ? null : storedPlanOrThrow(resource, text);
   }
 
-  async tryAcquire(
-    resource: string,
-    candidates: readonly number[],
-    holderId: string,
-    ttlMs: number,
-    opts: CallOptions,
-  ): Promise<Lease | null> {
-    const ttl = serverTtl(ttlMs);
+  async replacePlan(resource: string, plan: Plan, opts: CallOptions & { expectedEpoch?: number }): Promise<StoredPlan> {
+    const wanted = validatePlan(plan, "plan.");
     const keys = this.keys(resource);
-    const valid = candidates.filter((p) => Number.isSafeInteger(p) && p >= 0);
+    return this.call("replacePlan", opts, async (signal) => {
+      // Compare and set: the grace is computed from the plan it replaces, which must still be there.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const text = (await this.client.get(keys.plan)) ?? "";
+        const current = readableOrNull(text);
+        checkExpectedEpoch(resource, current, opts.expectedEpoch);
+        const graceMs = replacementGraceMs(current, wanted);
+        signal.throwIfAborted();
+        const reply = parsePlanWriteReply(await scripts.replacePlan.run(this.client, planKeys(keys), [text, storedPlanBody(wanted), graceMs, ""]), "replacePlan");
+        if (reply.done) return storedPlanOrThrow(resource, reply.text);
+      }
+      throw new Error("the stored plan kept changing during replacePlan");
+    });
+  }
+
+  async deletePlan(resource: string, opts: CallOptions): Promise<boolean> {
+    const keys = this.keys(resource);
+    return this.call("deletePlan", opts, async (signal) => {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const text = await this.client.get(keys.plan);
+        if (text === null) return false;
+        const current = storedPlanOrThrow(resource, text);
+        signal.throwIfAborted();
+        const reply = parsePlanWriteReply(await scripts.deletePlan.run(this.client, planKeys(keys), [text, deletionGraceMs(current.plan)]), "deletePlan");
+        if (reply.done) return true;
+        if (reply.text === "") return false;
+      }
+      throw new Error("the stored plan kept changing during deletePlan");
+    });
+  }
+
+  async tryAcquire(request: AcquireRequest, opts: CallOptions): Promise<AcquireResult> {
+    const { resource, holderId } = request;
+    const epoch = request.plan.epoch;
+    const keys = this.keys(resource);
+    const candidates = request.candidates.filter((p) => Number.isSafeInteger(p) && p >= 0);
     const token = randomUUID();
     const reply = await this.call("tryAcquire", opts, async () =>
       parseAcquireReply(
         await scripts.acquire.run(
           this.client,
-          [keys.plan, keys.grace, keys.fence, ...valid.map((p) => keys.partitionBase + p)],
-          [token, holderId, ttl, ...valid],
+          [keys.plan, keys.server, keys.grace, keys.fence, ...candidates.map((p) => keys.partitionBase + p)],
+          [token, holderId, encodeStoredPlan(request.plan), ...candidates],
         ),
       ),
     );
     switch (reply.kind) {
       case "missing":
         throw new PlanMissingError(resource);
+      case "unreadable":
+        throw new PlanMismatchError(resource, "(unreadable)", "", "cannot be read; store a plan with `partitioned-rate-limiter plan --replace`");
+      case "epoch":
+        return { kind: "plan-changed", epoch: reply.epoch };
       case "grace":
+        return { kind: "grace", remainingMs: reply.remainingMs };
       case "taken":
-        return null;
+        return { kind: "taken" };
       case "granted":
-        return { resource, partition: reply.partition, holderId, token, fencingToken: reply.fencingToken };
+        return { kind: "granted", lease: { resource, partition: reply.partition, holderId, token, fencingToken: reply.fencingToken, epoch } };
     }
   }
 
-  async renew(lease: Lease, ttlMs: number, opts: CallOptions): Promise<boolean> {
-    const ttl = serverTtl(ttlMs);
-    const key = this.keys(lease.resource).partitionBase + lease.partition;
-    const reply = await this.call("renew", opts, () => scripts.renew.run(this.client, [key], [tokenPrefix(lease.token), ttl]));
-    return reply === 1;
+  async heartbeat(request: HeartbeatRequest, opts: CallOptions): Promise<HeartbeatResult> {
+    const { resource, leases } = request;
+    const keys = this.keys(resource);
+    const holder = validateHolderRecord(request.holder, request.plan.plan.partitions);
+    const sent = renewable(request);
+    const reply = await this.call("heartbeat", opts, async () =>
+      parseHeartbeatReply(
+        await scripts.heartbeat.run(
+          this.client,
+          [keys.plan, keys.server, keys.grace, keys.fence, keys.holders, ...sent.map((l) => keys.partitionBase + l.partition)],
+          [encodeStoredPlan(request.plan), holder.holderId, encodeHolderRecord(holder), ...sent.map((l) => tokenPrefix(l.token))],
+        ),
+      ),
+    );
+    return {
+      renewed: leases.map((l) => {
+        const i = sent.indexOf(l);
+        return i >= 0 && (reply.renewed[i] ?? false);
+      }),
+      samePlan: reply.samePlan,
+      epoch: reply.epoch,
+      graceMs: reply.graceMs,
+      holders: toPublishedHolders(reply.records),
+    };
   }
 
   async release(lease: Lease, opts: CallOptions): Promise<void> {
@@ -126,24 +204,12 @@ export class RedisLeaseBackend implements LeaseBackend {
     await this.call("release", opts, () => scripts.release.run(this.client, [key], [tokenPrefix(lease.token)]));
   }
 
-  async inspect(resource: string, opts: CallOptions): Promise<PartitionState[]> {
+  async inspect(resource: string, opts: CallOptions): Promise<ResourceState> {
     const keys = this.keys(resource);
     const reply = await this.call("inspect", opts, async () =>
-      parseInspectReply(await scripts.inspect.run(this.client, [keys.plan], [keys.partitionBase])),
+      parseInspectReply(await scripts.inspect.run(this.client, [keys.plan, keys.grace, keys.holders], [keys.partitionBase])),
     );
-    const plan = reply ? parsePlan(reply.plan) : null;
-    if (!reply || !plan) return [];
-    return partitionPools(plan).map((pool, partition) => {
-      const seen = reply.partitions[partition];
-      const grant = seen?.grant ?? null;
-      return {
-        partition,
-        pool,
-        holderId: grant?.holderId ?? null,
-        expiresInMs: grant ? (seen?.pttlMs ?? null) : null,
-        fencingToken: grant?.fencingToken ?? null,
-      };
-    });
+    return inspectedState(resource, reply);
   }
 
   /** Does nothing: the injected client is the caller's to close. */
@@ -153,16 +219,78 @@ export class RedisLeaseBackend implements LeaseBackend {
     return resourceKeys(this.keyPrefix, resource);
   }
 
-  private call<T>(operation: string, opts: CallOptions, command: () => Promise<T>): Promise<T> {
-    return withDeadline(`redis backend ${operation}`, opts, async (signal) => {
+  /**
+   * Runs `command` under the call's deadline once the client is connected. Calls of more than one
+   * command (replacePlan, deletePlan) check `signal` before each further one, so a call that timed
+   * out does not write after its caller was told it failed.
+   */
+  private call<T>(operation: string, opts: CallOptions, command: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    return backendCall(this.name, operation, opts, async (signal) => {
       try {
         await whenReady(this.client, signal);
-        return await command();
+        signal.throwIfAborted();
+        return await command(signal);
       } catch (error) {
-        if (signal.aborted) throw signal.reason;
-        if (PartitionedRateLimiterError.isError(error)) throw error;
-        throw new BackendError(this.name, operation, error);
+        throw describeRedisFailure(this.client, error);
       }
     });
   }
+}
+
+/**
+ * The leases of a heartbeat that may be renewed: those of its resource and its plan's epoch. The
+ * others are not sent at all, so the script cannot extend an old-epoch grant that it would then
+ * report as not renewed (its partition would stay blocked for another TTL).
+ */
+export function renewable(request: HeartbeatRequest): Lease[] {
+  return request.leases.filter((l) => l.resource === request.resource && l.epoch === request.plan.epoch);
+}
+
+/**
+ * The stored plan a text decodes to, or null when there is none or it cannot be read (written by
+ * hand, or by version 0.1): replacePlan stores over those, which is how they are repaired.
+ */
+export function readableOrNull(text: string | null): StoredPlan | null {
+  if (text === null || text === "") return null;
+  const decoded = decodeStoredPlan(text);
+  return decoded.kind === "plan" ? decoded.stored : null;
+}
+
+/**
+ * The grace of a plan stored by replacePlan over `current`: the switch grace, or where nothing
+ * readable was stored the grace of an unknown history (leases of any plan may still be in use).
+ */
+export function replacementGraceMs(current: StoredPlan | null, next: Plan): number {
+  return current ? switchGraceMs(current.plan, next) : creationGraceMs(next, "unknown");
+}
+
+/** The keys every plan-writing script takes, in its order. */
+export function planKeys(keys: ResourceKeys): string[] {
+  return [keys.plan, keys.server, keys.grace, keys.fence, keys.epoch];
+}
+
+/** Throws PlanMismatchError when `expectedEpoch` is given and the stored epoch differs. */
+export function checkExpectedEpoch(resource: string, current: StoredPlan | null, expectedEpoch: number | undefined): void {
+  if (expectedEpoch !== undefined && (current?.epoch ?? 0) !== expectedEpoch) {
+    throw new PlanMismatchError(resource, JSON.stringify(current), "", `has epoch ${current?.epoch ?? "none"}, not the expected ${expectedEpoch}`);
+  }
+}
+
+/** A ResourceState from the inspect script's reply. */
+export function inspectedState(resource: string, reply: ReturnType<typeof parseInspectReply>): ResourceState {
+  const stored = reply.text === null ? null : storedPlanOrThrow(resource, reply.text);
+  if (!stored) return { stored: null, graceMs: reply.graceMs, partitions: [], holders: toPublishedHolders(reply.records) };
+  const partitions = partitionPools(stored.plan).map((pool, partition) => {
+    const seen = reply.partitions[partition];
+    const grant = seen?.grant ?? null;
+    return {
+      partition,
+      pool,
+      holderId: grant?.holderId ?? null,
+      expiresInMs: grant ? (seen?.pttlMs ?? null) : null,
+      fencingToken: grant?.fencingToken ?? null,
+      epoch: grant?.epoch ?? null,
+    };
+  });
+  return { stored, graceMs: reply.graceMs, partitions, holders: toPublishedHolders(reply.records) };
 }

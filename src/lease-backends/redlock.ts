@@ -1,25 +1,37 @@
 import { randomUUID } from "node:crypto";
-import { BackendError } from "../errors/backend-error.js";
 import { ConfigError } from "../errors/config-error.js";
-import { PartitionedRateLimiterError } from "../errors/partitioned-rate-limiter-error.js";
-import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
 import { PlanMissingError } from "../errors/plan-missing-error.js";
-import { systemClock } from "../contract/clock.js";
-import { canonicalPlan, parsePlan, partitionPools, type Plan } from "../contract/plan.js";
+import { encodeHolderRecord, validateHolderRecord } from "../contract/holder-record.js";
+import type {
+  AcquireRequest,
+  AcquireResult,
+  CallOptions,
+  EnsurePlanOptions,
+  HeartbeatRequest,
+  HeartbeatResult,
+  Lease,
+  LeaseBackend,
+  LeaseTtlRule,
+  ResourceState,
+} from "../contract/lease-backend.js";
+import { encodeStoredPlan, storedPlanBody, storedPlanOrThrow, validatePlan, type Plan, type StoredPlan } from "../contract/plan.js";
+import { MAX_LEASE_TTL_MS, creationGraceMs, deletionGraceMs } from "../contract/timing.js";
 import { optionalNumber } from "../contract/validate.js";
-import { withDeadline } from "./call-deadline.js";
-import type { CallOptions, EnsurePlanOptions, Lease, LeaseBackend, PartitionState } from "../contract/lease-backend.js";
-import { failures, noQuorum, quorumOf, runRound, type RoundState } from "./quorum.js";
-import { checkRedisClient, whenReady } from "./redis-client.js";
+import { backendCall } from "./backend-call.js";
+import { failures, noQuorum, quorumOf, runRound, type RoundState, type Vote } from "./quorum.js";
+import { checkRedisClient, describeRedisFailure, whenReady } from "./redis-client.js";
+import { checkExpectedEpoch, inspectedState, planKeys, readableOrNull, renewable, replacementGraceMs } from "./redis.js";
+import { toPublishedHolders } from "./redis-records.js";
 import {
   parseAcquireReply,
-  parseEnsurePlanReply,
+  parseHeartbeatReply,
   parseInspectReply,
+  parsePlanWriteReply,
   resourceKeys,
   scripts,
-  serverTtl,
   tokenPrefix,
   type AcquireReply,
+  type HeartbeatReply,
   type InspectReply,
   type RedisClient,
   type ResourceKeys,
@@ -34,66 +46,53 @@ export interface RedlockLeaseBackendOptions {
    */
   clients: readonly RedisClient[];
   /**
-   * The share of the TTL reserved for clock drift between servers (default 0.01, allowed 0 to
-   * 0.2). A grant counts only if a quorum granted it within `ttl × (1 − driftFactor) − 2 ms` of
-   * sending, measured on the monotonic clock. Use the same value as the limiter's `driftFactor`.
-   */
-  driftFactor?: number;
-  /**
    * How many more rounds one `tryAcquire` runs at once when servers granted different partitions
    * and none reached a quorum (default 2, allowed 0 to 10). Never used when everything is taken:
-   * then tryAcquire resolves null and the limiter backs off.
+   * then tryAcquire answers "taken" and the limiter backs off.
    */
   retryCount?: number;
   /** Prepended to every key (default `"prl:"`), as in RedisLeaseBackend. */
   keyPrefix?: string;
 }
 
-type AcquireOutcome =
-  | { kind: "granted"; partition: number }
-  | { kind: "none" }
-  | { kind: "split" }
-  | { kind: "missing" }
-  | { kind: "error"; error: Error };
+type AcquireOutcome = AcquireResult | { kind: "split" } | { kind: "missing" } | { kind: "error"; error: Error };
 
-/** How long the ensurePlan and inspect rounds wait for stragglers once a quorum has answered, in ms. */
+/** How long reads wait for stragglers once a quorum has answered, in ms. */
 const READ_SETTLE_MS = 100;
 
 /**
  * RedlockLeaseBackend spreads every lease over three or more independent Redis servers and
- * counts it only when a majority (`floor(n/2)+1`) granted it, so one server's crash, pause or
- * loss of state neither blocks the limiter nor lets two holders share a partition.
- *
- * It implements the Redlock quorum itself, with the same Lua scripts as RedisLeaseBackend,
- * rather than through the `redlock` package: that package locks a fixed set of resources (not
- * "the first free of these candidates"), retries with sleeps it cannot abort, computes validity
- * from the wall clock and has no per-call timeout. Here a round sends one script to every server
- * at once and decides as soon as the answers in hand decide, so a stalled minority costs nothing.
+ * counts it only when a majority (`floor(n/2)+1`) granted it, so one server's crash, pause, loss
+ * of state or restore from an old snapshot neither blocks the limiter nor lets two holders share
+ * a partition. It runs the Redis backend's Lua scripts on every server in parallel and decides as
+ * soon as the answers in hand decide, so a stalled minority costs nothing.
  *
  * - `tryAcquire`: every server takes the first free candidate in the caller's order; the lease is
- *   the partition a quorum agreed on, within `ttl × (1 − driftFactor)` of sending on the monotonic
- *   clock. Grants of other partitions, late grants and grants of a failed round are released
- *   where they were taken. Fencing tokens are `null`: per-server counters cannot give one number
- *   that grows with every grant.
- * - `renew` needs a quorum within the same validity; `release` is sent to every server.
- * - `ensurePlan` stores the plan (and its grace period) on every server that lacks it, needs a
- *   quorum, and rejects with PlanMismatchError if any server that answers (within 100 ms of the
- *   quorum) holds another plan. A server that
- *   lost its state answers `tryAcquire` with "no plan": the call rejects with PlanMissingError
- *   (also on the next call when the answer came after the decision), the limiter calls
- *   `ensurePlan`, and that server grants nothing during its grace period.
- * - `readPlan` and `inspect` report what a quorum agrees on.
+ *   the partition a quorum agreed on. Grants of other partitions, and grants of a failed round,
+ *   are released where they were taken. Fencing tokens are `null`: per-server counters cannot
+ *   give one number that grows with every grant.
+ * - `heartbeat`: a lease is renewed when a quorum extended it. The limiter's local deadline (from
+ *   the send time, minus a margin that covers the plan's `driftFactor`) already bounds the earliest
+ *   expiry of a quorum, so there is no second validity rule here.
+ * - Plans: a quorum decides; a server whose stored plan differs from the majority's (it lost its
+ *   state and had the plan stored again, or missed a replacement) is brought to the majority's
+ *   exact plan and epoch by `ensurePlan`, with a grace on that server.
+ * - Each server checks its own identity (`run_id`) in every script, as RedisLeaseBackend does: a
+ *   server restored from a snapshot starts its own grace.
+ * - Holder records are read from the lowest-numbered server that answered (they are advice for
+ *   fair sharing, not part of the safety argument).
  */
 export class RedlockLeaseBackend implements LeaseBackend {
   /** `"redlock"`. */
   readonly name = "redlock";
+  /** Any whole-ms TTL up to the library's maximum. */
+  readonly leaseTtlRule: LeaseTtlRule = { minMs: 1, maxMs: MAX_LEASE_TTL_MS, stepMs: 1, reason: "Redis PX expiries have ms resolution" };
   private readonly clients: readonly RedisClient[];
-  private readonly driftFactor: number;
   private readonly retryCount: number;
   private readonly keyPrefix: string;
   private readonly quorum: number;
-  /** Resources a server reported without a plan after the round had been decided. */
-  private readonly planMissingOnSome = new Set<string>();
+  /** Resources where a server's plan disagrees with the majority: the next tryAcquire asks for ensurePlan, which repairs it. */
+  private readonly needsRepair = new Set<string>();
 
   /** Creates a backend over `options.clients`; throws ConfigError for fewer than three or unsuitable clients. */
   constructor(options: RedlockLeaseBackendOptions) {
@@ -105,7 +104,9 @@ export class RedlockLeaseBackend implements LeaseBackend {
     if (new Set(this.clients).size !== this.clients.length) {
       throw new ConfigError("clients", clients, "distinct clients (one per independent Redis server)");
     }
-    this.driftFactor = optionalNumber("driftFactor", options.driftFactor, 0.01, { min: 0, max: 0.2 });
+    if ((options as { driftFactor?: unknown }).driftFactor !== undefined) {
+      throw new ConfigError("driftFactor", (options as { driftFactor?: unknown }).driftFactor, "no value here: the clock drift is the plan's driftFactor, set on the limiter");
+    }
     this.retryCount = optionalNumber("retryCount", options.retryCount, 2, { min: 0, max: 10, integer: true });
     const keyPrefix = options.keyPrefix ?? "prl:";
     if (typeof keyPrefix !== "string" || /[{}]/.test(keyPrefix)) {
@@ -115,93 +116,140 @@ export class RedlockLeaseBackend implements LeaseBackend {
     this.quorum = quorumOf(this.clients.length);
   }
 
-  async ensurePlan(resource: string, plan: Plan, opts: EnsurePlanOptions): Promise<void> {
-    const wanted = canonicalPlan(plan);
+  async ensurePlan(resource: string, plan: Plan, opts: EnsurePlanOptions): Promise<StoredPlan> {
+    const wanted = validatePlan(plan, "plan.");
     const keys = this.keys(resource);
-    const graceMs = Math.max(0, Math.ceil(opts.graceMs));
-    await this.call("ensurePlan", opts, (signal) =>
-      runRound(
-        this.clients.length,
-        (i) => this.run(i, signal, async (c) => parseEnsurePlanReply(await scripts.ensurePlan.run(c, [keys.plan, keys.grace, keys.fence], [wanted, graceMs]))),
-        (state) => {
-          let ok = 0;
-          for (const vote of state.votes) {
-            if (!vote.ok) continue;
-            if (!vote.value.created) {
-              const stored = parsePlan(vote.value.stored);
-              if (!stored || canonicalPlan(stored) !== wanted) throw new PlanMismatchError(resource, vote.value.stored, wanted);
-            }
-            ok++;
-          }
-          if (ok + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
-          // Waits for every server (or the settle time) so that a differing plan anywhere is seen.
-          return state.final ? true : undefined;
-        },
-        READ_SETTLE_MS,
-      ),
-    );
-    this.planMissingOnSome.delete(resource);
+    const graceMs = creationGraceMs(wanted, opts.history ?? "unknown");
+    return this.call("ensurePlan", opts, async (signal) => {
+      const texts = await this.roundAll(signal, async (c) =>
+        parsePlanWriteReply(await scripts.ensurePlan.run(c, planKeys(keys), [storedPlanBody(wanted), graceMs, wanted.partitions, keys.partitionBase]), "ensurePlan").text,
+      );
+      const majority = this.majorityText(texts);
+      if (majority === undefined) throw noQuorum({ votes: texts, pending: 0, quorum: this.quorum, final: true }, this.clients.length, " (the servers store different plans)");
+      const stored = storedPlanOrThrow(resource, majority);
+      await this.repair(resource, keys, stored, texts, graceMs, signal);
+      return stored;
+    });
   }
 
-  async readPlan(resource: string, opts: CallOptions): Promise<Plan | null> {
+  async readPlan(resource: string, opts: CallOptions): Promise<StoredPlan | null> {
     const key = this.keys(resource).plan;
-    const stored = await this.call("readPlan", opts, (signal) =>
-      runRound(
+    const text = await this.call("readPlan", opts, (signal) =>
+      runRound<string | null, string | null>(
         this.clients.length,
         (i) => this.run(i, signal, (c) => c.get(key)),
-        (state) => agreed(state, this.clients.length, (v) => v),
+        (state) => agreed(state, this.clients.length),
       ),
     );
-    return stored === null ? null : parsePlan(stored);
+    return text === null ? null : storedPlanOrThrow(resource, text);
   }
 
-  async tryAcquire(
-    resource: string,
-    candidates: readonly number[],
-    holderId: string,
-    ttlMs: number,
-    opts: CallOptions,
-  ): Promise<Lease | null> {
-    const ttl = serverTtl(ttlMs);
-    const valid = candidates.filter((p) => Number.isSafeInteger(p) && p >= 0);
+  async replacePlan(resource: string, plan: Plan, opts: CallOptions & { expectedEpoch?: number }): Promise<StoredPlan> {
+    const wanted = validatePlan(plan, "plan.");
+    const keys = this.keys(resource);
+    return this.call("replacePlan", opts, async (signal) => {
+      const texts = await this.roundAll(signal, async (c) => (await c.get(keys.plan)) ?? "");
+      const majority = this.majorityText(texts);
+      if (majority === undefined) throw noQuorum({ votes: texts, pending: 0, quorum: this.quorum, final: true }, this.clients.length, " (the servers store different plans)");
+      // A majority text that cannot be read is replaced as if none were stored (that repairs it).
+      const current = readableOrNull(majority);
+      checkExpectedEpoch(resource, current, opts.expectedEpoch);
+      const next: StoredPlan = { plan: wanted, epoch: (current?.epoch ?? 0) + 1 };
+      const graceMs = replacementGraceMs(current, wanted);
+      const written = await this.writeExact(keys, texts, next, graceMs, signal);
+      if (written < this.quorum) throw new Error(`the plan was replaced on ${written} of ${this.clients.length} servers only (${this.quorum} needed); retry`);
+      return next;
+    });
+  }
+
+  async deletePlan(resource: string, opts: CallOptions): Promise<boolean> {
+    const keys = this.keys(resource);
+    return this.call("deletePlan", opts, async (signal) => {
+      const texts = await this.roundAll(signal, async (c) => (await c.get(keys.plan)) ?? "");
+      const majority = this.majorityText(texts);
+      // Servers that store different plans: "there was none" would be false, and deleting the
+      // plan of one server would not delete the resource's.
+      if (majority === undefined) throw noQuorum({ votes: texts, pending: 0, quorum: this.quorum, final: true }, this.clients.length, " (the servers store different plans)");
+      if (majority === "") return false;
+      const current = storedPlanOrThrow(resource, majority);
+      const deleted = await this.roundAll(signal, async (c, i) => {
+        const vote = texts.find((v) => v.index === i);
+        const text = vote?.ok ? vote.value : majority;
+        if (text === "") return true;
+        return parsePlanWriteReply(await scripts.deletePlan.run(c, planKeys(keys), [text, deletionGraceMs(current.plan)]), "deletePlan").done;
+      });
+      const count = deleted.filter((v) => v.ok && v.value).length;
+      if (count < this.quorum) throw new Error(`the plan was deleted on ${count} of ${this.clients.length} servers only (${this.quorum} needed); retry`);
+      return true;
+    });
+  }
+
+  async tryAcquire(request: AcquireRequest, opts: CallOptions): Promise<AcquireResult> {
+    const { resource, holderId } = request;
+    const epoch = request.plan.epoch;
+    const text = encodeStoredPlan(request.plan);
+    const candidates = request.candidates.filter((p) => Number.isSafeInteger(p) && p >= 0);
     return this.call("tryAcquire", opts, async (signal) => {
-      if (this.planMissingOnSome.has(resource)) throw new PlanMissingError(resource);
+      if (this.needsRepair.has(resource)) throw new PlanMissingError(resource);
       for (let attempt = 0; ; attempt++) {
         const token = randomUUID();
-        const outcome = await this.acquireRound(resource, valid, holderId, ttl, token, signal);
+        const outcome = await this.acquireRound(resource, candidates, holderId, text, epoch, token, signal);
         switch (outcome.kind) {
           case "granted":
-            return { resource, partition: outcome.partition, holderId, token, fencingToken: null };
+          case "taken":
+          case "grace":
+          case "plan-changed":
+            return outcome;
           case "missing":
             throw new PlanMissingError(resource);
           case "error":
             throw outcome.error;
-          case "none":
-            return null;
           case "split":
-            if (attempt >= this.retryCount || signal.aborted) return null;
+            if (attempt >= this.retryCount || signal.aborted) return { kind: "taken" };
         }
       }
     });
   }
 
-  async renew(lease: Lease, ttlMs: number, opts: CallOptions): Promise<boolean> {
-    const ttl = serverTtl(ttlMs);
-    const key = this.keys(lease.resource).partitionBase + lease.partition;
-    const args = [tokenPrefix(lease.token), ttl];
-    const started = systemClock.now();
-    return this.call("renew", opts, (signal) =>
-      runRound(
+  async heartbeat(request: HeartbeatRequest, opts: CallOptions): Promise<HeartbeatResult> {
+    const { resource, leases } = request;
+    const keys = this.keys(resource);
+    const holder = validateHolderRecord(request.holder, request.plan.plan.partitions);
+    // Leases of another resource or epoch are not sent, so no server extends them (see renewable).
+    const sent = renewable(request);
+    const keyList = [keys.plan, keys.server, keys.grace, keys.fence, keys.holders, ...sent.map((l) => keys.partitionBase + l.partition)];
+    const args = [encodeStoredPlan(request.plan), holder.holderId, encodeHolderRecord(holder), ...sent.map((l) => tokenPrefix(l.token))];
+    return this.call("heartbeat", opts, (signal) =>
+      runRound<HeartbeatReply, HeartbeatResult>(
         this.clients.length,
-        (i) => this.run(i, signal, (c) => scripts.renew.run(c, [key], args)),
+        (i) => this.run(i, signal, async (c) => parseHeartbeatReply(await scripts.heartbeat.run(c, keyList, args))),
         (state) => {
-          const extended = state.votes.filter((v) => v.ok && v.value === 1).length;
-          const refused = state.votes.filter((v) => v.ok && v.value !== 1).length;
-          if (extended >= state.quorum) return this.withinValidity(started, ttl);
-          if (refused > this.clients.length - state.quorum) return false;
-          if (extended + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
-          return undefined;
+          const answers = okValues(state.votes);
+          if (answers.length + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
+          // Every lease is decided once a quorum extended it or too few can; wait for all otherwise.
+          const renewed = leases.map((l) => {
+            const i = sent.indexOf(l);
+            return i >= 0 && answers.filter((a) => a.renewed[i]).length >= state.quorum;
+          });
+          const undecided = sent.some((_, i) => {
+            const yes = answers.filter((a) => a.renewed[i]).length;
+            return yes < state.quorum && yes + state.pending >= state.quorum;
+          });
+          if (undecided && !state.final) return undefined;
+          const epochs = this.majorityOf(answers.map((a) => a.epoch));
+          if (epochs === undefined && !state.final) return undefined;
+          // The quorum-th smallest grace of the answers in hand bounds the true one from above; it
+          // is exact once every server answered, so a running grace waits (at most the settle
+          // time) for the rest: otherwise the grace reported would depend on who answered first.
+          const graceMs = this.quorumGrace(answers.map((a) => a.graceMs));
+          if (graceMs > 0 && !state.final) return undefined;
+          const records = [...state.votes].filter((v): v is Extract<Vote<HeartbeatReply>, { ok: true }> => v.ok).sort((a, b) => a.index - b.index)[0]?.value.records ?? [];
+          const samePlan = answers.filter((a) => a.samePlan).length >= state.quorum;
+          return { renewed, samePlan, epoch: epochs ?? null, graceMs, holders: toPublishedHolders(records) };
         },
+        // A stalled minority must not hold a heartbeat whose leases are decided but for it
+        // longer than this (only while a grace runs, see above).
+        READ_SETTLE_MS,
       ),
     );
   }
@@ -223,21 +271,42 @@ export class RedlockLeaseBackend implements LeaseBackend {
     );
   }
 
-  async inspect(resource: string, opts: CallOptions): Promise<PartitionState[]> {
+  async inspect(resource: string, opts: CallOptions): Promise<ResourceState> {
     const keys = this.keys(resource);
-    const replies = await this.call("inspect", opts, (signal) =>
-      runRound(
+    return this.call("inspect", opts, async (signal) => {
+      const votes = await runRound<InspectReply, Vote<InspectReply>[]>(
         this.clients.length,
-        (i) => this.run(i, signal, async (c) => parseInspectReply(await scripts.inspect.run(c, [keys.plan], [keys.partitionBase]))),
+        (i) => this.run(i, signal, async (c) => parseInspectReply(await scripts.inspect.run(c, [keys.plan, keys.grace, keys.holders], [keys.partitionBase]))),
         (state) => {
-          const answered = state.votes.flatMap((v) => (v.ok ? [v.value] : []));
-          if (answered.length + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
-          return state.final ? answered : undefined;
+          if (okValues(state.votes).length + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
+          return state.final ? [...state.votes] : undefined;
         },
         READ_SETTLE_MS,
-      ),
-    );
-    return this.combineInspect(replies);
+      );
+      const replies = votes.filter((v): v is Extract<Vote<InspectReply>, { ok: true }> => v.ok).sort((a, b) => a.index - b.index).map((v) => v.value);
+      const text = this.majorityOf(replies.map((r) => r.text)) ?? null;
+      const base = replies.find((r) => r.text === text) ?? replies[0]!;
+      const state = inspectedState(resource, { ...base, text, records: replies[0]?.records ?? [] });
+      // A partition is held while a quorum holds the same grant: until the quorum-th longest TTL runs out.
+      const partitions = state.partitions.map((p) => {
+        const byToken = new Map<string, { holderId: string; epoch: number | null; ttls: number[] }>();
+        for (const r of replies) {
+          if (r.text !== text) continue;
+          const seen = r.partitions[p.partition];
+          if (!seen?.grant) continue;
+          const entry = byToken.get(seen.grant.token) ?? { holderId: seen.grant.holderId, epoch: seen.grant.epoch, ttls: [] };
+          entry.ttls.push(seen.pttlMs ?? 0);
+          byToken.set(seen.grant.token, entry);
+        }
+        for (const entry of byToken.values()) {
+          if (entry.ttls.length < this.quorum) continue;
+          const sorted = entry.ttls.sort((a, b) => b - a);
+          return { ...p, holderId: entry.holderId, expiresInMs: sorted[this.quorum - 1] ?? null, fencingToken: null, epoch: entry.epoch };
+        }
+        return { ...p, holderId: null, expiresInMs: null, fencingToken: null, epoch: null };
+      });
+      return { ...state, partitions, graceMs: this.quorumGrace(replies.map((r) => r.graceMs)) };
+    });
   }
 
   /** Does nothing: the injected clients are the caller's to close. */
@@ -247,14 +316,14 @@ export class RedlockLeaseBackend implements LeaseBackend {
     resource: string,
     candidates: readonly number[],
     holderId: string,
-    ttl: number,
+    planText: string,
+    epoch: number,
     token: string,
     signal: AbortSignal,
   ): Promise<AcquireOutcome> {
     const keys = this.keys(resource);
-    const keyList = [keys.plan, keys.grace, keys.fence, ...candidates.map((p) => keys.partitionBase + p)];
-    const args = [token, holderId, ttl, ...candidates];
-    const started = systemClock.now();
+    const keyList = [keys.plan, keys.server, keys.grace, keys.fence, ...candidates.map((p) => keys.partitionBase + p)];
+    const args = [token, holderId, planText, ...candidates];
     // undefined while deciding, then the partition kept (or null: keep nothing).
     let kept: number | null | undefined;
     const granted = new Map<number, number>();
@@ -277,7 +346,6 @@ export class RedlockLeaseBackend implements LeaseBackend {
         (i) =>
           this.run(i, signal, async (c) => {
             const reply = parseAcquireReply(await scripts.acquire.run(c, keyList, args));
-            if (reply.kind === "missing" && kept !== undefined) this.planMissingOnSome.add(resource);
             if (reply.kind === "granted") {
               if (kept === undefined) granted.set(i, reply.partition);
               else if (kept !== reply.partition) undo(i, reply.partition);
@@ -285,10 +353,10 @@ export class RedlockLeaseBackend implements LeaseBackend {
             return reply;
           }),
         (state) => {
-          if (kept !== undefined) return { kind: "none" };
-          const outcome = this.decideAcquire(state, started, ttl);
-          if (outcome) decideKept(outcome.kind === "granted" ? outcome.partition : null);
-          return outcome;
+          if (kept !== undefined) return { kind: "taken" };
+          const outcome = this.decideAcquire(resource, state, epoch);
+          if (outcome) decideKept(outcome.kind === "granted" ? outcome.lease.partition : null);
+          return outcome === undefined ? undefined : outcome.kind === "granted" ? { kind: "granted", lease: { ...outcome.lease, token, holderId } } : outcome;
         },
       );
     } finally {
@@ -296,98 +364,149 @@ export class RedlockLeaseBackend implements LeaseBackend {
     }
   }
 
-  private decideAcquire(state: RoundState<AcquireReply>, started: number, ttl: number): AcquireOutcome | undefined {
+  private decideAcquire(resource: string, state: RoundState<AcquireReply>, epoch: number): AcquireOutcome | undefined {
+    const answers = okValues(state.votes);
     const votes = new Map<number, number>();
+    const graces: number[] = [];
+    const epochs: number[] = [];
     let grants = 0;
-    for (const vote of state.votes) {
-      if (!vote.ok) continue;
-      if (vote.value.kind === "missing") return { kind: "missing" };
-      if (vote.value.kind === "granted") {
-        grants++;
-        votes.set(vote.value.partition, (votes.get(vote.value.partition) ?? 0) + 1);
+    for (const reply of answers) {
+      switch (reply.kind) {
+        case "missing":
+        case "unreadable":
+          // A server without this plan grants nothing; ensurePlan stores it there (or repairs it).
+          this.needsRepair.add(resource);
+          break;
+        case "epoch":
+          epochs.push(reply.epoch);
+          break;
+        case "grace":
+          graces.push(reply.remainingMs);
+          break;
+        case "granted":
+          grants++;
+          votes.set(reply.partition, (votes.get(reply.partition) ?? 0) + 1);
+          break;
+        case "taken":
+          break;
       }
     }
-    let best = 0;
     for (const [partition, count] of votes) {
       if (count >= state.quorum) {
-        return this.withinValidity(started, ttl) ? { kind: "granted", partition } : { kind: "none" };
+        return { kind: "granted", lease: { resource, partition, holderId: "", token: "", fencingToken: null, epoch } };
       }
-      best = Math.max(best, count);
     }
+    const best = Math.max(0, ...votes.values());
     if (best + state.pending >= state.quorum) return undefined;
     if (failures(state.votes).length > this.clients.length - state.quorum) {
       return { kind: "error", error: noQuorum(state, this.clients.length) };
     }
-    return grants > 0 ? { kind: "split" } : { kind: "none" };
+    const newer = this.majorityOf(epochs);
+    if (newer !== undefined) return { kind: "plan-changed", epoch: newer };
+    if (epochs.length > 0) this.needsRepair.add(resource);
+    const missing = answers.filter((a) => a.kind === "missing").length;
+    if (missing >= state.quorum) return { kind: "missing" };
+    if (graces.length > this.clients.length - state.quorum) {
+      // Decided before every server answered: the others may be out of grace, so they count as 0
+      // (an earlier retry, never a grant: each server enforces its own grace).
+      return { kind: "grace", remainingMs: this.quorumGrace(graces.concat(Array<number>(this.clients.length - graces.length).fill(0))) };
+    }
+    return grants > 0 ? { kind: "split" } : { kind: "taken" };
   }
 
-  /** Whether a quorum reached now still leaves the lease valid: Redlock's validity rule, on the monotonic clock. */
-  private withinValidity(started: number, ttl: number): boolean {
-    return systemClock.now() - started < ttl * (1 - this.driftFactor) - 2;
+  /**
+   * Brings every server whose stored plan differs from `stored` (it lost its state, or missed a
+   * replacement) to exactly that plan and epoch, with a grace on that server.
+   */
+  private async repair(resource: string, keys: ResourceKeys, stored: StoredPlan, texts: readonly Vote<string>[], graceMs: number, signal: AbortSignal): Promise<void> {
+    const wanted = encodeStoredPlan(stored);
+    if (texts.every((v) => !v.ok || v.value === wanted)) {
+      this.needsRepair.delete(resource);
+      return;
+    }
+    await this.writeExact(keys, texts, stored, Math.max(graceMs, stored.plan.leaseTtlMs), signal, true);
+    this.needsRepair.delete(resource);
   }
 
-  private combineInspect(replies: readonly (InspectReply | null)[]): PartitionState[] {
-    const planText = majority(replies.map((r) => r?.plan ?? null), this.quorum);
-    const plan = planText ? parsePlan(planText) : null;
-    if (!plan) return [];
-    return partitionPools(plan).map((pool, partition) => {
-      const byToken = new Map<string, { holderId: string; ttls: number[] }>();
-      for (const reply of replies) {
-        if (!reply || reply.plan !== planText) continue;
-        const seen = reply.partitions[partition];
-        if (!seen?.grant) continue;
-        const entry = byToken.get(seen.grant.token) ?? { holderId: seen.grant.holderId, ttls: [] };
-        entry.ttls.push(seen.pttlMs ?? 0);
-        byToken.set(seen.grant.token, entry);
-      }
-      for (const entry of byToken.values()) {
-        if (entry.ttls.length < this.quorum) continue;
-        // The lease holds while a quorum still has it: until the quorum-th longest TTL runs out.
-        const sorted = entry.ttls.sort((a, b) => b - a);
-        return { partition, pool, holderId: entry.holderId, expiresInMs: sorted[this.quorum - 1] ?? null, fencingToken: null };
-      }
-      return { partition, pool, holderId: null, expiresInMs: null, fencingToken: null };
+  /** Writes `next` with its exact epoch on every server (compare and set against what each stored); resolves how many took it. */
+  private async writeExact(keys: ResourceKeys, texts: readonly Vote<string>[], next: StoredPlan, graceMs: number, signal: AbortSignal, onlyDiffering = false): Promise<number> {
+    const wanted = encodeStoredPlan(next);
+    const results = await this.roundAll(signal, async (c, i) => {
+      const vote = texts.find((v) => v.index === i);
+      if (!vote?.ok) return false;
+      if (onlyDiffering && vote.value === wanted) return true;
+      const reply = parsePlanWriteReply(await scripts.replacePlan.run(c, planKeys(keys), [vote.value, storedPlanBody(next.plan), graceMs, next.epoch]), "replacePlan");
+      return reply.done;
     });
+    return results.filter((v) => v.ok && v.value).length;
+  }
+
+  /** Runs `command` on every server and waits for every answer (errors included); fails without a quorum of answers. */
+  private async roundAll<T>(signal: AbortSignal, command: (client: RedisClient, index: number) => Promise<T>): Promise<Vote<T>[]> {
+    return runRound<T, Vote<T>[]>(
+      this.clients.length,
+      (i) => this.run(i, signal, (c) => command(c, i)),
+      (state) => {
+        if (okValues(state.votes).length + state.pending < state.quorum) throw noQuorum(state, this.clients.length);
+        return state.final ? [...state.votes] : undefined;
+      },
+      READ_SETTLE_MS,
+    );
+  }
+
+  /** The text a quorum of answers shares; undefined when none does. */
+  private majorityText(votes: readonly Vote<string>[]): string | undefined {
+    return this.majorityOf(okValues(votes));
+  }
+
+  private majorityOf<V>(values: readonly V[]): V | undefined {
+    const counts = new Map<V, number>();
+    for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+    for (const [v, count] of counts) if (count >= this.quorum) return v;
+    return undefined;
+  }
+
+  /** How long until a quorum of servers is out of grace: the quorum-th smallest remaining grace. */
+  private quorumGrace(graces: readonly number[]): number {
+    const sorted = [...graces].sort((a, b) => a - b);
+    return sorted[this.quorum - 1] ?? 0;
   }
 
   private keys(resource: string): ResourceKeys {
     return resourceKeys(this.keyPrefix, resource);
   }
 
-  /** Runs `command` on server `index` once its client is connected. */
+  /**
+   * Runs `command` on server `index` once its client is connected. Nothing is sent once `signal`
+   * has aborted: a call that timed out must not go on to its next round (a replacePlan whose
+   * reads answered late would otherwise write the plan after its caller was told it failed).
+   */
   private async run<T>(index: number, signal: AbortSignal, command: (client: RedisClient) => Promise<T>): Promise<T> {
     const client = this.clients[index];
     if (!client) throw new Error(`no client ${index}`);
-    await whenReady(client, signal);
-    return command(client);
+    signal.throwIfAborted();
+    try {
+      await whenReady(client, signal);
+      signal.throwIfAborted();
+      return await command(client);
+    } catch (error) {
+      throw describeRedisFailure(client, error);
+    }
   }
 
   private call<T>(operation: string, opts: CallOptions, round: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    return withDeadline(`redlock backend ${operation}`, opts, async (signal) => {
-      try {
-        return await round(signal);
-      } catch (error) {
-        if (signal.aborted) throw signal.reason;
-        if (PartitionedRateLimiterError.isError(error)) throw error;
-        throw new BackendError(this.name, operation, error);
-      }
-    });
+    return backendCall(this.name, operation, opts, round);
   }
 }
 
-/** The value at least `quorum` entries share; undefined when none does. */
-function majority<V>(values: readonly V[], quorum: number): V | undefined {
-  const counts = new Map<V, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  for (const [v, count] of counts) if (count >= quorum) return v;
-  return undefined;
+function okValues<T>(votes: readonly Vote<T>[]): T[] {
+  return votes.flatMap((v) => (v.ok ? [v.value] : []));
 }
 
 /** Decides a read round: the value a quorum of servers answered, or an error when none can. */
-function agreed<T, V>(state: RoundState<T>, servers: number, key: (value: T) => V): V | undefined {
-  const values = state.votes.flatMap((v) => (v.ok ? [key(v.value)] : []));
+function agreed<V>(state: RoundState<V>, servers: number): V | undefined {
   const counts = new Map<V, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  for (const v of okValues(state.votes)) counts.set(v, (counts.get(v) ?? 0) + 1);
   let best = 0;
   for (const [v, count] of counts) {
     if (count >= state.quorum) return v;

@@ -1,24 +1,24 @@
 /**
- * DemandMeter counts units wanted over the last interval (admitted plus refused), in ten buckets
- * of `intervalMs / 10`, to size how many partitions to hold.
+ * DemandMeter counts units over the last interval (wanted: admitted plus refused; or admitted), in
+ * ten buckets of `intervalMs / 10`, to size how many partitions to want.
  */
 export class DemandMeter {
   private readonly buckets = new Float64Array(10);
   private readonly bucketMs: number;
   private currentBucket = -Infinity;
 
-  constructor(intervalMs: number) {
+  constructor(readonly intervalMs: number) {
     this.bucketMs = intervalMs / 10;
   }
 
-  /** Adds `micro` wanted at `now`. */
-  record(micro: number, now: number): void {
+  /** Adds `units` at `now`. */
+  record(units: number, now: number): void {
     this.roll(now);
-    this.buckets[((this.currentBucket % 10) + 10) % 10]! += micro;
+    this.buckets[((this.currentBucket % 10) + 10) % 10]! += units;
   }
 
   /**
-   * Micro-units wanted per interval: the larger of the last interval's total and the rate of its
+   * Units per interval: the larger of the last interval's total and the rate of its
    * last fifth (the current bucket and the one before, scaled up). The recent rate lets a
    * saturated limiter see the capacity it just gained within a fifth of an interval, so its
    * holding grows by the headroom every fifth instead of every interval.

@@ -1,7 +1,12 @@
 /** Why a partition stopped being held. */
 export type LostReason = "renew-rejected" | "expired";
-/** Why a partition was given back. */
-export type ReleaseReason = "surplus" | "close";
+/**
+ * Why a partition was given back: surplus demand, a fair-share rebalance (another holder is below
+ * its share), a followed plan change, or close.
+ */
+export type ReleaseReason = "surplus" | "rebalance" | "plan-changed" | "close";
+/** The backend calls a limiter makes. */
+export type BackendOperation = "ensurePlan" | "readPlan" | "tryAcquire" | "heartbeat" | "release";
 
 /** Payload of the `"acquired"` event. */
 export interface AcquiredEvent {
@@ -27,10 +32,14 @@ export interface LostEvent {
 }
 /** Payload of the `"backend-error"` event: a backend call failed; held partitions run to their deadlines. */
 export interface BackendErrorEvent {
-  readonly operation: "ensurePlan" | "tryAcquire" | "renew" | "release";
+  readonly operation: BackendOperation;
   readonly error: unknown;
   /** How long the call took, in ms. */
   readonly durationMs: number;
+}
+/** Payload of the `"backend-recovered"` event: a call succeeded after failures. */
+export interface BackendRecoveredEvent {
+  readonly operation: BackendOperation;
 }
 /** Payload of the `"throttled"` event: the service pushed back (see `reportThrottle`). */
 export interface ThrottledEvent {
@@ -39,11 +48,10 @@ export interface ThrottledEvent {
 }
 /** Payload of the `"backend-call"` event: every backend call with its duration, for metrics. */
 export interface BackendCallEvent {
-  readonly operation: "ensurePlan" | "tryAcquire" | "renew" | "release";
+  readonly operation: BackendOperation;
   readonly durationMs: number;
   readonly ok: boolean;
 }
-
 /** Payload of the `"admitted"` event: one admission, with how long it waited in the queue. */
 export interface AdmittedEvent {
   /** Units admitted. */
@@ -51,15 +59,31 @@ export interface AdmittedEvent {
   /** ms from the `acquire()` call to the admission; 0 when admitted without queueing. */
   readonly waitedMs: number;
 }
+/**
+ * Payload of the `"grace"` event: the backend grants nothing for a while (a new plan, a plan
+ * change, or a backend that forgot leases). Emitted once per grace period.
+ */
+export interface GraceEvent {
+  /** ms until the grace ends, by the backend's clock. */
+  readonly remainingMs: number;
+}
+/** Payload of the `"plan-changed"` event: a followed plan got a new epoch and is now in force. */
+export interface PlanChangedEvent {
+  readonly previousEpoch: number;
+  readonly epoch: number;
+}
 
-/** The events of a PartitionedRateLimiter, name → listener arguments. */
+/** The events of a PartitionedRateLimiter, name → listener arguments. Unsubscribe with `off`. */
 export interface PartitionedRateLimiterEvents {
   acquired: [AcquiredEvent];
   renewed: [RenewedEvent];
   released: [ReleasedEvent];
   lost: [LostEvent];
   "backend-error": [BackendErrorEvent];
+  "backend-recovered": [BackendRecoveredEvent];
   "backend-call": [BackendCallEvent];
   throttled: [ThrottledEvent];
   admitted: [AdmittedEvent];
+  grace: [GraceEvent];
+  "plan-changed": [PlanChangedEvent];
 }

@@ -1,10 +1,7 @@
 export { PartitionedRateLimiter } from "./partitioned-rate-limiter.js";
 export type { AcquireOptions, ScheduleOptions, LimiterStats, ThrottleReport } from "./partitioned-rate-limiter.js";
 export type { PartitionedRateLimiterOptions, QueuePolicy } from "./options.js";
-export { minimumSafetyMarginMs } from "./options.js";
+export type { BackendHealth } from "./lease-manager.js";
 export type * from "./events.js";
-export { systemClock } from "../contract/clock.js";
-export type { Clock, TimerHandle } from "../contract/clock.js";
-export { VirtualClock } from "../testing/virtual-clock.js";
-export type { Plan } from "../contract/plan.js";
-export { canonicalPlan, partitionPools } from "../contract/plan.js";
+export { fairShares, SHARED } from "./fair-share.js";
+export type { FairShare, ShareInput } from "./fair-share.js";

@@ -1,11 +1,11 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { ConfigError } from "../errors/config-error.js";
-import type { LeaseBackend } from "../contract/lease-backend.js";
 import { systemClock, type Clock } from "../contract/clock.js";
-import { partitionPools, validatePlan, type Plan } from "../contract/plan.js";
-import { capacityToMicro } from "../contract/units.js";
+import type { LeaseBackend } from "../contract/lease-backend.js";
+import { validatePlan, type Plan } from "../contract/plan.js";
 import { finiteNumber, holderIdValue, optionalNumber, optionalSignal, resourceName } from "../contract/validate.js";
+import { resolvePlanConfig, type PlanConfig, type ProcessSettings } from "./plan-config.js";
 
 /** What a full wait queue does with one more waiter. */
 export type QueuePolicy = "reject" | "drop-oldest";
@@ -14,26 +14,43 @@ export type QueuePolicy = "reject" | "drop-oldest";
 export interface PartitionedRateLimiterOptions {
   /** The quota's name; every process sharing it uses the same one. 1-128 chars of `A-Z a-z 0-9 . _ -`. */
   resource: string;
-  /** Units allowed in any window of `intervalMs` across all processes. */
-  limit: number;
-  /** The quota's window. */
-  intervalMs: number;
-  /** How many equal partitions the quota is split into (1-10,000). */
-  partitions: number;
   /** Where leases come from. */
   backend: LeaseBackend;
-  /** Lease lifetime on the backend unless renewed. Default 15,000. Renewed about every third of it. */
-  leaseTtlMs?: number;
-  /** Pacing granularity k: per partition at most c/k units per `(intervalMs + jitterMs) / k`. Default 10. */
-  slicesPerInterval?: number;
-  /** Partitions kept even while idle (reserved capacity). Default 0. */
-  minPartitions?: number;
-  /** Most partitions held at once. Default: all this limiter may hold (shared plus its pool's). */
-  maxPartitions?: number;
-  /** The pool this limiter belongs to: it may hold that pool's partitions and shared ones. */
-  pool?: string;
-  /** Partitions reserved per pool in the plan, e.g. `{ ingest: 4 }`. Part of the plan: the same in every process. */
+  /** Units allowed in any window of `intervalMs` across all processes. Part of the plan. */
+  limit?: number;
+  /** The quota's window. Part of the plan. */
+  intervalMs?: number;
+  /** How many equal partitions the quota is split into (1-10,000). Part of the plan. */
+  partitions?: number;
+  /** Partitions reserved per pool, e.g. `{ ingest: 4 }`. Part of the plan. */
   pools?: Readonly<Record<string, number>>;
+  /** Pacing granularity k: per partition at most c/k units per `(intervalMs + jitterMs) / k`. Default 10. Part of the plan. */
+  slicesPerInterval?: number;
+  /** Lease lifetime on the backend unless renewed (at most 60,000). Default 15,000. Renewed about every third of it. Part of the plan. */
+  leaseTtlMs?: number;
+  /** Spread of request delays to the service that the pace absorbs. Default 5. Part of the plan. */
+  jitterMs?: number;
+  /**
+   * Worst relative clock-rate difference between processes, backend and service (0.001 = 1 ms per
+   * second). Widens the safety margin and the pacing slices. Default 0.001. Part of the plan.
+   */
+  driftFactor?: number;
+  /**
+   * Adopt the plan stored in the backend, and every later epoch of it, instead of refusing to run
+   * when it differs. The plan options above are then only used to create the plan where none is
+   * stored, and may be left out (the limiter then waits for a plan). Default false.
+   */
+  followPlan?: boolean;
+  /** Partitions kept even while idle. Default 0. */
+  minPartitions?: number;
+  /** Most partitions held at once. Default: every partition of the plan. */
+  maxPartitions?: number;
+  /** The pool this limiter belongs to: it gets that pool's partitions first. */
+  pool?: string;
+  /** Partitions guaranteed to this limiter whenever it wants them (served before fair sharing). Default 0. */
+  reserve?: number;
+  /** Its weight in the fair share between limiters that all want more than there is. Default 1. */
+  weight?: number;
   /** This instance's identity in the backend. Default `hostname-pid-random`. */
   holderId?: string;
   /** Most waiters queued in `acquire()`. Default Infinity. */
@@ -42,72 +59,48 @@ export interface PartitionedRateLimiterOptions {
   queuePolicy?: QueuePolicy;
   /**
    * How long before the backend can free a lease this limiter stops using it. Default and minimum:
-   * `(intervalMs + jitterMs) / slicesPerInterval × (1 + driftFactor) + driftFactor × leaseTtlMs + 5`,
-   * rounded up.
+   * `2 × (intervalMs + jitterMs) / slicesPerInterval × (1 + driftFactor) + driftFactor × leaseTtlMs + 5`,
+   * rounded up (two slices: the hand-over gap; see docs/guarantee.md).
    */
   safetyMarginMs?: number;
-  /**
-   * Worst relative clock-rate difference between this process, the backend and the service
-   * (0.001 = 1 ms per second). Widens both the safety margin and the pacing slices. Default 0.001:
-   * quartz clocks drift 1e-5 to 1e-4.
-   */
-  driftFactor?: number;
-  /** Spread of request delays to the service that the pace absorbs. Default 5. */
-  jitterMs?: number;
   /** The monotonic clock. Default {@link systemClock}. */
   clock?: Clock;
   /** Closes the limiter when aborted. */
   signal?: AbortSignal;
+  /** Source of randomness in [0, 1) for candidate order and backoff jitter. Default `Math.random`; inject a seeded one to replay a test. */
+  random?: () => number;
 }
 
-/** Options after validation and defaults, with derived quantities. */
+/** Options after validation and defaults. */
 export interface ResolvedOptions {
   readonly resource: string;
-  readonly plan: Plan;
   readonly backend: LeaseBackend;
-  readonly leaseTtlMs: number;
-  readonly slicesPerInterval: number;
-  readonly minPartitions: number;
-  readonly maxPartitions: number;
-  readonly pool: string | null;
+  /** The plan this process was configured with; null when it follows the stored plan and gave none. */
+  readonly plan: Plan | null;
+  readonly followPlan: boolean;
+  readonly settings: ProcessSettings;
+  readonly weight: number;
   readonly holderId: string;
   readonly maxQueued: number;
   readonly queuePolicy: QueuePolicy;
-  readonly safetyMarginMs: number;
-  readonly driftFactor: number;
-  readonly jitterMs: number;
   readonly clock: Clock;
   readonly signal: AbortSignal | undefined;
-  /** Units per interval of one partition. */
-  readonly partitionCapacity: number;
-  /** Micro-units one partition admits per slice. */
-  readonly sliceMicro: number;
-  /** The slice window in ms. */
-  readonly sliceMs: number;
-  /** Partitions this limiter may take: its pool's first, then shared. */
-  readonly ownPoolPartitions: readonly number[];
-  readonly sharedPartitions: readonly number[];
-  /** Timeout of each backend call. */
-  readonly backendTimeoutMs: number;
-  /** Renew a lease this long after its last renewal was sent. */
-  readonly renewEveryMs: number;
+  readonly random: () => number;
+  /** The configuration for the own plan, before the stored plan was seen; null without an own plan. */
+  readonly initialConfig: PlanConfig | null;
 }
 
-const KNOWN_OPTIONS = new Set([
-  "resource", "limit", "intervalMs", "partitions", "backend", "leaseTtlMs", "slicesPerInterval",
-  "minPartitions", "maxPartitions", "pool", "pools", "holderId", "maxQueued", "queuePolicy",
-  "safetyMarginMs", "driftFactor", "jitterMs", "clock", "signal",
-]);
+// Checked by the compiler against the interface: a new option cannot be forgotten here.
+const OPTION_NAMES = {
+  resource: true, backend: true, limit: true, intervalMs: true, partitions: true, pools: true,
+  slicesPerInterval: true, leaseTtlMs: true, jitterMs: true, driftFactor: true, followPlan: true,
+  minPartitions: true, maxPartitions: true, pool: true, reserve: true, weight: true, holderId: true,
+  maxQueued: true, queuePolicy: true, safetyMarginMs: true, clock: true, signal: true, random: true,
+} as const satisfies Record<keyof PartitionedRateLimiterOptions, true>;
 
-/** The smallest safe margin for the given timing (DESIGN.md section 3, rule 3). */
-export function minimumSafetyMarginMs(intervalMs: number, jitterMs: number, slices: number, driftFactor: number, ttlMs: number): number {
-  return Math.ceil(sliceLengthMs(intervalMs, jitterMs, slices, driftFactor) + driftFactor * ttlMs + 5);
-}
+const PLAN_OPTIONS = ["limit", "intervalMs", "partitions", "pools", "slicesPerInterval", "leaseTtlMs", "jitterMs", "driftFactor"] as const;
 
-/** One pacing slice: `(intervalMs + jitterMs) / slices`, stretched by the clock drift allowed. */
-export function sliceLengthMs(intervalMs: number, jitterMs: number, slices: number, driftFactor: number): number {
-  return ((intervalMs + jitterMs) / slices) * (1 + driftFactor);
-}
+const BACKEND_METHODS = ["ensurePlan", "readPlan", "replacePlan", "deletePlan", "tryAcquire", "heartbeat", "release", "inspect", "close"] as const;
 
 /** Validates options, naming the option, the value and what is allowed in every error. */
 export function resolveOptions(input: PartitionedRateLimiterOptions): ResolvedOptions {
@@ -115,61 +108,47 @@ export function resolveOptions(input: PartitionedRateLimiterOptions): ResolvedOp
     throw new ConfigError("options", input, "an options object");
   }
   for (const key of Object.keys(input)) {
-    if (!KNOWN_OPTIONS.has(key)) throw new ConfigError("options", key, `one of ${[...KNOWN_OPTIONS].join(", ")}`, `unknown option "${key}"`);
+    if (!(key in OPTION_NAMES)) throw new ConfigError("options", key, `one of ${Object.keys(OPTION_NAMES).join(", ")}`, `unknown option "${key}"`);
   }
   const o = input as unknown as Record<string, unknown>;
   const resource = resourceName("resource", o.resource);
-  const plan = validatePlan({
-    limit: o.limit as number,
-    intervalMs: o.intervalMs as number,
-    partitions: o.partitions as number,
-    pools: (o.pools ?? {}) as Record<string, number>,
-  });
   const backend = o.backend as LeaseBackend;
   if (
     typeof backend !== "object" || backend === null ||
-    !["ensurePlan", "readPlan", "tryAcquire", "renew", "release", "inspect", "close"].every(
-      (m) => typeof (backend as unknown as Record<string, unknown>)[m] === "function",
-    )
+    !BACKEND_METHODS.every((m) => typeof (backend as unknown as Record<string, unknown>)[m] === "function") ||
+    typeof (backend as { leaseTtlRule?: unknown }).leaseTtlRule !== "object"
   ) {
-    throw new ConfigError("backend", backend, "a LeaseBackend (e.g. new MemoryLeaseBackend())");
+    throw new ConfigError("backend", backend, "a LeaseBackend of this version (e.g. new MemoryLeaseBackend())");
   }
-  const leaseTtlMs = optionalNumber("leaseTtlMs", o.leaseTtlMs, 15_000, { min: 100, max: 3_600_000, integer: true });
-  const slicesPerInterval = optionalNumber("slicesPerInterval", o.slicesPerInterval, 10, { min: 1, max: 1000, integer: true });
-  const driftFactor = optionalNumber("driftFactor", o.driftFactor, 0.001, { min: 0, max: 0.1 });
-  const jitterMs = optionalNumber("jitterMs", o.jitterMs, 5, { min: 0, max: plan.intervalMs });
-  const minimumMargin = minimumSafetyMarginMs(plan.intervalMs, jitterMs, slicesPerInterval, driftFactor, leaseTtlMs);
-  const safetyMarginMs = optionalNumber("safetyMarginMs", o.safetyMarginMs, minimumMargin, {
-    min: minimumMargin,
-  });
-  if (safetyMarginMs * 2 > leaseTtlMs) {
-    throw new ConfigError(
-      "leaseTtlMs",
-      leaseTtlMs,
-      `at least 2 × safetyMarginMs = ${safetyMarginMs * 2}`,
-      `a lease must stay usable for more than one renewal period after its margin; the margin is at least (intervalMs + jitterMs) / slicesPerInterval × (1 + driftFactor) + driftFactor × leaseTtlMs + 5 = ${minimumMargin}`,
-    );
+  const followPlan = o.followPlan === undefined ? false : o.followPlan;
+  if (typeof followPlan !== "boolean") throw new ConfigError("followPlan", followPlan, "true or false");
+  const givesPlan = PLAN_OPTIONS.some((k) => o[k] !== undefined);
+  if (!givesPlan && !followPlan) {
+    throw new ConfigError("limit", o.limit, "a finite number > 0", "set limit, intervalMs and partitions, or followPlan: true to adopt the plan stored in the backend");
   }
-  let pool: string | null = null;
-  if (o.pool !== undefined) {
-    if (typeof o.pool !== "string" || !(o.pool in plan.pools)) {
-      throw new ConfigError("pool", o.pool, `one of the pools in the plan (${Object.keys(plan.pools).join(", ") || "none defined: set pools"})`);
-    }
-    pool = o.pool;
-  }
-  const owners = partitionPools(plan);
-  const ownPoolPartitions: number[] = [];
-  const sharedPartitions: number[] = [];
-  owners.forEach((owner, i) => {
-    if (owner === null) sharedPartitions.push(i);
-    else if (owner === pool) ownPoolPartitions.push(i);
-  });
-  const holdable = ownPoolPartitions.length + sharedPartitions.length;
-  if (holdable === 0) {
-    throw new ConfigError("pool", o.pool, "a pool, since every partition is reserved to a pool", "this limiter could hold nothing");
-  }
-  const maxPartitions = optionalNumber("maxPartitions", o.maxPartitions, holdable, { min: 1, max: holdable, integer: true });
-  const minPartitions = optionalNumber("minPartitions", o.minPartitions, 0, { min: 0, max: maxPartitions, integer: true });
+  const plan = givesPlan
+    ? validatePlan({
+        limit: o.limit as number,
+        intervalMs: o.intervalMs as number,
+        partitions: o.partitions as number,
+        pools: o.pools as Record<string, number> | undefined,
+        slicesPerInterval: o.slicesPerInterval as number | undefined,
+        leaseTtlMs: o.leaseTtlMs as number | undefined,
+        jitterMs: o.jitterMs as number | undefined,
+        driftFactor: o.driftFactor as number | undefined,
+      })
+    : null;
+  if (o.pool !== undefined && typeof o.pool !== "string") throw new ConfigError("pool", o.pool, "a pool name (a string)");
+  const settings: ProcessSettings = {
+    pool: (o.pool as string | undefined) ?? null,
+    minPartitions: o.minPartitions === undefined ? undefined : finiteNumber("minPartitions", o.minPartitions, { min: 0, max: 10_000, integer: true }),
+    maxPartitions: o.maxPartitions === undefined ? undefined : finiteNumber("maxPartitions", o.maxPartitions, { min: 1, max: 10_000, integer: true }),
+    reserve: optionalNumber("reserve", o.reserve, 0, { min: 0, max: 10_000, integer: true }),
+    safetyMarginMs: o.safetyMarginMs === undefined ? undefined : finiteNumber("safetyMarginMs", o.safetyMarginMs, { min: 0 }),
+  };
+  const weight = optionalNumber("weight", o.weight, 1, { min: 0, minExclusive: true, max: 1e6 });
+  // Checked against the own plan at once, so a misfit fails in the constructor, not later.
+  const initialConfig = plan ? resolvePlanConfig(plan, 0, settings, backend.leaseTtlRule) : null;
   const holderId = o.holderId === undefined
     ? `${hostname().replace(/[^\x21-\x7e]/g, "_").slice(0, 100)}-${process.pid}-${randomBytes(4).toString("hex")}`
     : holderIdValue("holderId", o.holderId);
@@ -184,18 +163,10 @@ export function resolveOptions(input: PartitionedRateLimiterOptions): ResolvedOp
   if (typeof clock !== "object" || clock === null || typeof clock.now !== "function" || typeof clock.setTimeout !== "function" || typeof clock.clearTimeout !== "function") {
     throw new ConfigError("clock", o.clock, "a Clock with now(), setTimeout() and clearTimeout()");
   }
+  const random = (o.random ?? Math.random) as () => number;
+  if (typeof random !== "function") throw new ConfigError("random", o.random, "a function returning a number in [0, 1)");
   const signal = optionalSignal("signal", o.signal);
-  const partitionCapacity = plan.limit / plan.partitions;
-  const sliceMicro = capacityToMicro(partitionCapacity / slicesPerInterval);
-  if (sliceMicro < 1) {
-    throw new ConfigError("slicesPerInterval", slicesPerInterval, `at most limit / partitions × 1e6 = ${Math.floor(partitionCapacity * 1e6)}`, "each slice of a partition must hold at least one millionth of a unit");
-  }
-  const renewEveryMs = Math.floor(leaseTtlMs / 3);
-  const backendTimeoutMs = Math.max(50, Math.min(5_000, Math.floor((leaseTtlMs - safetyMarginMs - renewEveryMs) / 2)));
   return {
-    resource, plan, backend, leaseTtlMs, slicesPerInterval, minPartitions, maxPartitions, pool, holderId,
-    maxQueued, queuePolicy, safetyMarginMs, driftFactor, jitterMs, clock, signal, partitionCapacity,
-    sliceMicro, sliceMs: sliceLengthMs(plan.intervalMs, jitterMs, slicesPerInterval, driftFactor), ownPoolPartitions, sharedPartitions,
-    backendTimeoutMs, renewEveryMs,
+    resource, backend, plan, followPlan, settings, weight, holderId, maxQueued, queuePolicy, clock, signal, random, initialConfig,
   };
 }

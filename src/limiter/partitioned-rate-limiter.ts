@@ -5,13 +5,15 @@ import { LimiterClosedError } from "../errors/limiter-closed-error.js";
 import { QueueFullError } from "../errors/queue-full-error.js";
 import { TimeoutError } from "../errors/timeout-error.js";
 import type { TimerHandle } from "../contract/clock.js";
+import { costToCount, countToUnits } from "../contract/units.js";
+import { optionalObject, optionalSignal } from "../contract/validate.js";
+import { BusyMeter } from "./busy-meter.js";
 import { DemandMeter } from "./demand-meter.js";
 import type { PartitionedRateLimiterEvents } from "./events.js";
-import { LeaseManager } from "./lease-manager.js";
+import { LeaseManager, type BackendHealth } from "./lease-manager.js";
 import { resolveOptions, type PartitionedRateLimiterOptions, type ResolvedOptions } from "./options.js";
 import { Pacer } from "./pacer.js";
-import { costToMicro, microToUnits } from "../contract/units.js";
-import { optionalObject, optionalSignal } from "../contract/validate.js";
+import type { PlanConfig } from "./plan-config.js";
 import { WaitQueue, type Waiter } from "./wait-queue.js";
 
 /** Options of {@link PartitionedRateLimiter.acquire}. */
@@ -34,12 +36,24 @@ export interface ScheduleOptions extends AcquireOptions {
 export interface LimiterStats {
   readonly resource: string;
   readonly holderId: string;
+  /** The stored plan epoch in force; 0 before the plan was read from the backend. */
+  readonly planEpoch: number;
   /** Partitions usable now. */
   readonly heldPartitions: number;
   /** Their indexes. */
   readonly partitions: readonly number[];
   /** Units per interval held now (held partitions × limit / partitions). */
   readonly capacity: number;
+  /** Partitions this limiter wants, as it publishes them. */
+  readonly wants: number;
+  /** Its fair share of partitions, computed from every holder's published record. */
+  readonly fairShare: number;
+  /** Its weight and reserve, and how much of the reserve is honoured. */
+  readonly weight: number;
+  readonly reserve: number;
+  readonly reserveHonoured: number;
+  /** Live holders of the resource seen in the last heartbeat (this one included). */
+  readonly holders: number;
   /** The adaptive pace factor (1 = full pace). */
   readonly rateFactor: number;
   /** ms left of a pause from a Retry-After, 0 if none. */
@@ -65,7 +79,11 @@ export interface LimiterStats {
   readonly leasesRenewed: number;
   readonly leasesReleased: number;
   readonly leasesLost: number;
+  /** Acquire attempts that found every candidate taken (contention). */
+  readonly acquireMisses: number;
   readonly backendErrors: number;
+  /** How the backend looks from here: state, failures in a row, the last error, a running grace. */
+  readonly backend: BackendHealth;
   /** Throttles reported by the service. */
   readonly throttles: number;
   readonly closed: boolean;
@@ -80,40 +98,50 @@ export interface ThrottleReport {
 /**
  * PartitionedRateLimiter admits work against a quota shared by many processes: `limit` units per
  * `intervalMs`, split into `partitions` leased through a backend. Admission decisions are local
- * and in memory; the backend sees only lease traffic (about `held × 3 / ttl` calls per second).
+ * and in memory; the backend sees one heartbeat per holder per third of the lease TTL, plus
+ * acquisitions, independent of the request rate.
  *
  * The promise: across all processes, admissions in any window of `intervalMs` never exceed
- * `limit`, through crashes, pauses, lost renewals, outages and wall-clock jumps (see README for
- * the exact conditions).
+ * `limit`, through crashes, pauses, lost renewals, outages, backend restarts and wall-clock jumps
+ * (docs/guarantee.md states the assumptions and the proof).
  */
 export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterEvents> {
   private readonly o: ResolvedOptions;
   private readonly pacer: Pacer;
   private readonly queue = new WaitQueue();
-  private readonly meter: DemandMeter;
+  private meter: DemandMeter;
+  private admittedMeter: DemandMeter;
+  private busy: BusyMeter;
   private readonly manager: LeaseManager;
-  private readonly maxMicro: number;
   private drainTimer: TimerHandle | undefined;
   private drainAt = Infinity;
   private closing: Promise<void> | null = null;
   private failure: unknown = null;
   private readonly onSignalAbort = () => void this.close();
-  private counts = { admitted: 0, admittedMicro: 0, waited: 0, denied: 0, rejected: 0, dropped: 0, timedOut: 0, aborted: 0, throttles: 0 };
+  private counts = { admitted: 0, admittedUnits: 0, waited: 0, denied: 0, rejected: 0, dropped: 0, timedOut: 0, aborted: 0, throttles: 0 };
 
   /** Creates a limiter and starts taking leases in the background; throws ConfigError for bad options. */
   constructor(options: PartitionedRateLimiterOptions) {
     super();
     this.o = resolveOptions(options);
-    this.pacer = new Pacer(this.o.sliceMicro);
-    this.meter = new DemandMeter(this.o.plan.intervalMs);
-    this.maxMicro = this.o.maxPartitions * this.o.sliceMicro;
+    const config = this.o.initialConfig;
+    const intervalMs = config?.plan.intervalMs ?? 1_000;
+    this.pacer = new Pacer(config?.intervalCount ?? 1, config?.sliceCount ?? 1);
+    this.meter = new DemandMeter(intervalMs);
+    this.admittedMeter = new DemandMeter(intervalMs);
+    this.busy = new BusyMeter(intervalMs, this.o.clock.now());
     this.manager = new LeaseManager(this.o, this.pacer, {
-      wantedMicro: (now) => this.meter.total(now) + this.queue.queuedMicro,
-      headMicro: () => this.queue.peek()?.micro ?? 0,
+      demand: (now) => ({
+        wantedUnits: this.meter.total(now) + this.queue.queuedUnits,
+        admittedUnits: this.admittedMeter.total(now),
+        busyFraction: this.busy.fraction(now),
+        headCount: this.queue.peek()?.count ?? 0,
+      }),
       hasWaiters: () => this.queue.length > 0,
       capacityChanged: () => this.drain(),
+      planAdopted: (next) => this.planAdopted(next),
       planFailed: (error) => this.fail(error),
-      emit: (event, ...args) => (this.emit as (name: string, ...rest: unknown[]) => boolean)(event, ...args),
+      events: this,
     });
     if (this.o.signal?.aborted) {
       this.closing = Promise.resolve();
@@ -128,14 +156,14 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     return this.o.resource;
   }
 
-  /** The quota's `limit`: units allowed in any window of {@link intervalMs} across all processes. */
+  /** The quota's `limit` in force (the stored plan's once read): units allowed in any window of {@link intervalMs}. NaN while following with no plan seen yet. */
   get limit(): number {
-    return this.o.plan.limit;
+    return this.manager.current?.plan.limit ?? NaN;
   }
 
-  /** The quota's window in ms. */
+  /** The quota's window in ms (NaN while following with no plan seen yet). */
   get intervalMs(): number {
-    return this.o.plan.intervalMs;
+    return this.manager.current?.plan.intervalMs ?? NaN;
   }
 
   /** This instance's holder id in the backend. */
@@ -145,28 +173,30 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
 
   /** Units per interval held right now: usable partitions × `limit / partitions`. */
   get capacity(): number {
+    const config = this.manager.current;
+    if (!config) return 0;
     const now = this.o.clock.now();
     let usable = 0;
     for (const p of this.pacer.partitions) if (p.usable(now)) usable++;
-    return usable * this.o.partitionCapacity;
+    return usable * config.partitionCapacity;
   }
 
   /**
    * Admits `cost` units (default 1) now if held capacity allows, without waiting and without any
-   * network call. False when there is no room now (or others are queued ahead). Throws
-   * ConfigError for a bad cost, CostExceedsLimitError for a cost that can never pass, and
-   * LimiterClosedError after close.
+   * network call. False when there is no room now (or others are queued ahead): "no capacity" is
+   * a value. Throws ConfigError for a cost that is not a finite number > 0,
+   * CostExceedsLimitError for a cost that can never pass, and LimiterClosedError after close.
    */
   tryAcquire(cost = 1): boolean {
-    const micro = this.checkCost(cost, "tryAcquire(cost)");
+    const count = this.checkCost(cost, "tryAcquire(cost)");
     if (this.closing) throw this.closedError();
     const now = this.o.clock.now();
-    if (this.queue.length === 0 && this.pacer.tryTake(micro, now)) {
-      this.admitted(micro, now, now);
+    if (count !== null && this.queue.length === 0 && this.pacer.tryTake(count, now)) {
+      this.admitted(cost, now, now);
       return true;
     }
     this.counts.denied++;
-    this.meter.record(micro, now);
+    this.meter.record(cost, now);
     this.manager.wake(now);
     return false;
   }
@@ -174,12 +204,13 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
   /**
    * Resolves when `cost` units (default 1) are admitted. Waits in a bounded priority queue.
    * Rejects with the signal's reason on abort, TimeoutError after `timeoutMs` (at once when even
-   * all the capacity this limiter may hold could not admit it in time), QueueFullError when the
-   * queue is full, CostExceedsLimitError, ConfigError or LimiterClosedError.
+   * all the capacity this limiter may hold could not admit it in time; with the backend's failure
+   * as `cause` when it is failing), QueueFullError when the queue is full,
+   * CostExceedsLimitError, ConfigError or LimiterClosedError.
    */
   acquire(cost = 1, options?: AcquireOptions): Promise<void> {
     try {
-      const micro = this.checkCost(cost, "acquire(cost)");
+      const count = this.checkCost(cost, "acquire(cost)");
       const opts = optionalObject("acquire(options)", options);
       const signal = optionalSignal("acquire(options.signal)", opts.signal);
       const timeoutMs = opts.timeoutMs === undefined ? undefined : checkNumber("acquire(options.timeoutMs)", opts.timeoutMs, 0);
@@ -187,11 +218,11 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       if (this.closing) return Promise.reject(this.closedError());
       if (signal?.aborted) return Promise.reject(signal.reason);
       const now = this.o.clock.now();
-      if (this.queue.length === 0 && this.pacer.tryTake(micro, now)) {
-        this.admitted(micro, now, now);
+      if (count !== null && this.queue.length === 0 && this.pacer.tryTake(count, now)) {
+        this.admitted(cost, now, now);
         return Promise.resolve();
       }
-      return this.enqueue(micro, now, signal, timeoutMs, priority);
+      return this.enqueue(cost, count ?? 0, now, signal, timeoutMs, priority);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -232,28 +263,37 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
   setRateFactor(factor: number): void {
     const f = checkNumber("setRateFactor(factor)", factor, 0);
     if (f <= 0 || f > 1) throw new ConfigError("setRateFactor(factor)", factor, "a number > 0 and <= 1");
-    this.pacer.setRateFactor(f);
+    this.pacer.setRateFactor(f, this.o.clock.now());
     this.drain();
   }
 
   /** A snapshot of state and counters. */
   stats(): LimiterStats {
     const now = this.o.clock.now();
+    const config = this.manager.current;
     const usable = this.pacer.partitions.filter((p) => p.usable(now));
     const c = this.counts;
     const m = this.manager.counters;
+    const share = this.manager.shareView();
     return {
       resource: this.o.resource,
       holderId: this.o.holderId,
+      planEpoch: config?.epoch ?? 0,
       heldPartitions: usable.length,
       partitions: usable.map((p) => p.partition).sort((a, b) => a - b),
-      capacity: usable.length * this.o.partitionCapacity,
+      capacity: usable.length * (config?.partitionCapacity ?? 0),
+      wants: share.wants,
+      fairShare: share.share,
+      weight: this.o.weight,
+      reserve: config?.reserve ?? this.o.settings.reserve,
+      reserveHonoured: share.reserved,
+      holders: share.holders,
       rateFactor: this.pacer.factor,
       pausedForMs: Math.max(0, this.pacer.pauseEnd - now),
       queueLength: this.queue.length,
-      queuedUnits: microToUnits(this.queue.queuedMicro),
+      queuedUnits: this.queue.queuedUnits,
       admitted: c.admitted,
-      admittedUnits: microToUnits(c.admittedMicro),
+      admittedUnits: c.admittedUnits,
       waited: c.waited,
       denied: c.denied,
       rejected: c.rejected,
@@ -264,7 +304,9 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       leasesRenewed: m.renewed,
       leasesReleased: m.released,
       leasesLost: m.lost,
+      acquireMisses: m.acquireMisses,
       backendErrors: m.backendErrors,
+      backend: this.manager.health(now),
       throttles: c.throttles,
       closed: this.closing !== null,
     };
@@ -285,6 +327,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       waiter.cleanup();
       waiter.reject(error);
     }
+    this.busy.set(false, this.o.clock.now());
     return this.closing;
   }
 
@@ -297,31 +340,63 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     void this.close();
   }
 
-  private checkCost(cost: unknown, option: string): number {
+  /** A new plan (epoch) is in force: recount what waits in its units, refuse what can never pass. */
+  private planAdopted(config: PlanConfig): void {
+    this.pacer.setLimits(config.intervalCount, config.sliceCount);
+    if (this.meter.intervalMs !== config.plan.intervalMs) {
+      // Demand is measured per interval of the plan in force.
+      this.meter = new DemandMeter(config.plan.intervalMs);
+      this.admittedMeter = new DemandMeter(config.plan.intervalMs);
+      this.busy = new BusyMeter(config.plan.intervalMs, this.o.clock.now());
+    }
+    this.queue.recount((cost) => costToCount(cost, config.scale));
+    for (const waiter of this.queue.drainAll()) {
+      if (waiter.count > config.maxCount) {
+        waiter.cleanup();
+        waiter.reject(new CostExceedsLimitError(waiter.cost, countToUnits(config.maxCount, config.scale)));
+      } else {
+        this.queue.push(waiter);
+      }
+    }
+    this.busy.set(this.queue.length > 0, this.o.clock.now());
+    this.drain();
+  }
+
+  /** The cost in counting units of the plan in force; null while no plan is known yet (following). */
+  private checkCost(cost: unknown, option: string): number | null {
     if (typeof cost !== "number" || !(cost > 0) || cost === Infinity) {
       throw new ConfigError(option, cost, "a finite number > 0");
     }
-    const micro = costToMicro(cost);
-    if (micro > this.maxMicro) throw new CostExceedsLimitError(cost, microToUnits(this.maxMicro));
-    return micro;
+    const config = this.manager.current;
+    if (!config) return null;
+    const count = costToCount(cost, config.scale);
+    if (count > config.maxCount) throw new CostExceedsLimitError(cost, countToUnits(config.maxCount, config.scale));
+    return count;
   }
 
-  private admitted(micro: number, now: number, since: number): void {
+  private admitted(cost: number, now: number, since: number): void {
     this.counts.admitted++;
-    this.counts.admittedMicro += micro;
-    this.meter.record(micro, now);
+    this.counts.admittedUnits += cost;
+    this.meter.record(cost, now);
+    this.admittedMeter.record(cost, now);
     // Checked first so the hot path builds no payload when nobody (e.g. metrics) listens.
-    if (this.listenerCount("admitted") > 0) this.emit("admitted", { cost: microToUnits(micro), waitedMs: now - since });
+    if (this.listenerCount("admitted") > 0) this.emit("admitted", { cost, waitedMs: now - since });
   }
 
-  private enqueue(micro: number, now: number, signal: AbortSignal | undefined, timeoutMs: number | undefined, priority: number): Promise<void> {
-    if (timeoutMs !== undefined) {
-      // Even holding every partition it may, the limiter admits at most maxMicro per slice.
-      const ahead = this.queue.queuedMicro + micro;
-      const slicesNeeded = Math.ceil(ahead / this.maxMicro) - 1;
-      if (slicesNeeded * this.o.sliceMs > timeoutMs) {
+  private enqueue(cost: number, count: number, now: number, signal: AbortSignal | undefined, timeoutMs: number | undefined, priority: number): Promise<void> {
+    const config = this.manager.current;
+    if (timeoutMs !== undefined && this.pacer.pauseEnd - now > timeoutMs) {
+      // Nothing is admitted before the pause ends: a wait that cannot end in time fails at once.
+      this.counts.timedOut++;
+      return Promise.reject(new TimeoutError("acquire", timeoutMs, `admissions are paused for ${Math.ceil(this.pacer.pauseEnd - now)} ms more (a Retry-After)`));
+    }
+    if (timeoutMs !== undefined && config) {
+      // Even holding every partition it may, the limiter admits at most maxCount per slice.
+      const ahead = this.queue.queuedCount + count;
+      const slicesNeeded = Math.ceil(ahead / config.maxCount) - 1;
+      if (slicesNeeded * config.sliceMs > timeoutMs) {
         this.counts.timedOut++;
-        return Promise.reject(new TimeoutError("acquire", timeoutMs, `${microToUnits(ahead)} units are queued; the fastest this limiter can admit them takes ${Math.ceil(slicesNeeded * this.o.sliceMs)} ms`));
+        return Promise.reject(new TimeoutError("acquire", timeoutMs, `${countToUnits(ahead, config.scale)} units are queued; the fastest this limiter can admit them takes ${Math.ceil(slicesNeeded * config.sliceMs)} ms`));
       }
     }
     if (this.queue.length >= this.o.maxQueued) {
@@ -346,7 +421,8 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
         }
       };
       const waiter: Waiter = {
-        micro,
+        cost,
+        count,
         priority,
         enqueuedAt: now,
         resolve,
@@ -362,39 +438,70 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
           if (this.queue.remove(waiter)) {
             waiter.cleanup();
             this.counts.timedOut++;
-            reject(new TimeoutError("acquire", timeoutMs));
+            reject(this.timeoutError(timeoutMs));
             this.drain();
           }
         }, timeoutMs);
       }
       signal?.addEventListener("abort", onAbort, { once: true });
       this.queue.push(waiter);
+      this.busy.set(true, now);
       this.manager.refreshKeepAlive();
       this.manager.wake(now);
       this.drain();
     });
   }
 
+  /** A TimeoutError that says why capacity was missing: a failing backend (as `cause`), a grace, a pause, others holding it. */
+  private timeoutError(timeoutMs: number): TimeoutError {
+    const now = this.o.clock.now();
+    const health = this.manager.health(now);
+    const config = this.manager.current;
+    const held = this.pacer.partitions.filter((p) => p.usable(now)).length;
+    if (health.state === "failing") {
+      const last = health.lastError;
+      return new TimeoutError(
+        "acquire",
+        timeoutMs,
+        `${held} partitions held; the ${this.o.backend.name} backend failed ${health.consecutiveFailures} times in a row: ${last instanceof Error ? last.message : String(last)}`,
+        { cause: last },
+      );
+    }
+    if (health.graceRemainingMs > 0) {
+      return new TimeoutError("acquire", timeoutMs, `the backend grants no lease for ${Math.ceil(health.graceRemainingMs)} ms more: a grace period after a new plan, a plan change or a backend restart`);
+    }
+    if (health.state === "no-plan") return new TimeoutError("acquire", timeoutMs, `no plan is stored for "${this.o.resource}" yet (followPlan)`);
+    if (this.pacer.pauseEnd > now) return new TimeoutError("acquire", timeoutMs, `admissions are paused for ${Math.ceil(this.pacer.pauseEnd - now)} ms more (a Retry-After)`);
+    const share = this.manager.shareView();
+    return new TimeoutError(
+      "acquire",
+      timeoutMs,
+      `${held} of ${config?.plan.partitions ?? "?"} partitions held, fair share ${share.share}, ${this.queue.length} waiters queued`,
+    );
+  }
+
   /** Admits queued waiters in order while capacity allows; sets one timer for when it next may. */
   private drain(): void {
     if (this.closing) return;
     const now = this.o.clock.now();
+    if (!this.manager.current) return;
     let head = this.queue.peek();
-    while (head && this.pacer.tryTake(head.micro, now)) {
+    while (head && this.pacer.tryTake(head.count, now)) {
       this.queue.shift();
       head.cleanup();
-      this.admitted(head.micro, now, head.enqueuedAt);
+      this.admitted(head.cost, now, head.enqueuedAt);
       this.counts.waited++;
       head.resolve();
       head = this.queue.peek();
     }
     if (!head) {
+      this.busy.set(false, now);
       this.clearDrainTimer();
       this.manager.refreshKeepAlive();
       return;
     }
     this.manager.wake(now);
-    let at = this.pacer.nextAdmissionAt(head.micro, now);
+    let at = this.pacer.nextAdmissionAt(head.count, now);
     if (at === Infinity) {
       // During a pause, held leases are judged at the pause's end, past deadlines that renewals
       // will move: look again then. Otherwise nothing held can admit it, and the lease manager
@@ -405,15 +512,18 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       }
       at = this.pacer.pauseEnd;
     }
-    if (this.drainTimer !== undefined && this.drainAt <= at) return;
+    // Waking for every admission of a smooth pace would cost a timer each; an eighth of a slice
+    // lets tokens for several waiters build up (admitting later is always safe). Never 0 ms past an
+    // estimate that did not admit: avoids a spin on float edges.
+    const delay = Math.max(at - now, (this.manager.current?.sliceMs ?? 8) / 8, 0.05);
+    if (this.drainTimer !== undefined && this.drainAt <= now + delay) return;
     this.clearDrainTimer();
-    this.drainAt = at;
-    // Never 0 ms past an estimate that did not admit: avoids a spin on float edges.
+    this.drainAt = now + delay;
     this.drainTimer = this.o.clock.setTimeout(() => {
       this.drainTimer = undefined;
       this.drainAt = Infinity;
       this.drain();
-    }, Math.max(at - now, 0.05));
+    }, delay);
   }
 
   private clearDrainTimer(): void {

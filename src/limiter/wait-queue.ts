@@ -1,6 +1,9 @@
 /** Waiter is one pending `acquire()`: its cost, priority and how to settle it. */
 export interface Waiter {
-  readonly micro: number;
+  /** The cost in units, as asked. */
+  readonly cost: number;
+  /** The cost in counting units of the current plan (recounted when a followed plan changes). */
+  count: number;
   readonly priority: number;
   readonly enqueuedAt: number;
   resolve(): void;
@@ -16,17 +19,35 @@ export interface Waiter {
 export class WaitQueue {
   /** Priority levels, highest first, each a FIFO with a head index. */
   private levels: Array<{ priority: number; items: Waiter[]; head: number }> = [];
-  private count = 0;
-  private micro = 0;
+  private waiters = 0;
+  private counted = 0;
+  private units = 0;
 
   /** Waiters queued. */
   get length(): number {
-    return this.count;
+    return this.waiters;
   }
 
-  /** Micro-units queued. */
-  get queuedMicro(): number {
-    return this.micro;
+  /** Counting units queued. */
+  get queuedCount(): number {
+    return this.counted;
+  }
+
+  /** Units queued. */
+  get queuedUnits(): number {
+    return this.units;
+  }
+
+  /** Recounts every waiter's cost (the plan, and with it the counting scale, changed). */
+  recount(toCount: (cost: number) => number): void {
+    this.counted = 0;
+    for (const level of this.levels) {
+      for (let i = level.head; i < level.items.length; i++) {
+        const waiter = level.items[i]!;
+        waiter.count = toCount(waiter.cost);
+        this.counted += waiter.count;
+      }
+    }
   }
 
   /** Adds a waiter behind others of its priority. */
@@ -39,8 +60,9 @@ export class WaitQueue {
       this.levels.splice(i, 0, level);
     }
     level.items.push(waiter);
-    this.count++;
-    this.micro += waiter.micro;
+    this.waiters++;
+    this.counted += waiter.count;
+    this.units += waiter.cost;
   }
 
   /** The next waiter to admit, without removing it. */
@@ -86,14 +108,16 @@ export class WaitQueue {
     const all: Waiter[] = [];
     for (const level of this.levels) for (let i = level.head; i < level.items.length; i++) all.push(level.items[i]!);
     this.levels = [];
-    this.count = 0;
-    this.micro = 0;
+    this.waiters = 0;
+    this.counted = 0;
+    this.units = 0;
     return all;
   }
 
   private account(waiter: Waiter): void {
-    this.count--;
-    this.micro -= waiter.micro;
+    this.waiters--;
+    this.counted -= waiter.count;
+    this.units = this.waiters === 0 ? 0 : this.units - waiter.cost;
   }
 
   private compact(index: number): void {

@@ -49,15 +49,19 @@ export class VirtualClock implements Clock {
 
   /**
    * Moves time forward by `ms`, firing every timer due on the way at its own time, and settling
-   * promise callbacks after each one.
+   * promise callbacks after each one. Throws when 100,000 timers fire without time moving: code
+   * that keeps re-arming a timer for "now" would otherwise hang the test instead of failing it.
    */
   async advance(ms: number): Promise<void> {
     const target = this.current + ms;
     await settle();
+    let sameInstant = 0;
     for (;;) {
       const next = this.timers[0];
       if (next === undefined || next.at > target) break;
       this.timers.shift();
+      sameInstant = next.at > this.current ? 0 : sameInstant + 1;
+      if (sameInstant > 100_000) throw new Error(`VirtualClock: 100,000 timers fired at ${this.current} ms without time moving (a timer spin)`);
       this.current = Math.max(this.current, next.at);
       next.fn();
       await settle();

@@ -1,9 +1,7 @@
-export type { QueueSource, ReceivedMessage, ReceiveOptions } from "./queue-source.js";
+// The consumer loop and the QueueSource contract. The sources themselves name their queue
+// clients' types (ioredis, amqplib, @azure/storage-queue), so each has its own entry under
+// partitioned-rate-limiter/consumers/.
+export { isUndecodable, undecodableMessage } from "./queue-source.js";
+export type { DeadLetterReason, Delivery, MessageInfo, QueueSource, ReceivedMessage, ReceiveOptions, UndecodableMessage } from "./queue-source.js";
 export { runConsumer } from "./run-consumer.js";
-export type { ConsumerOptions, ConsumerStats, QueueConsumer } from "./run-consumer.js";
-export { AzureQueueSource } from "./azure-queue-source.js";
-export type { AzureQueueSourceOptions } from "./azure-queue-source.js";
-export { RedisStreamSource } from "./redis-stream-source.js";
-export type { RedisStreamSourceOptions } from "./redis-stream-source.js";
-export { AmqpSource } from "./amqp-source.js";
-export type { AmqpSourceOptions } from "./amqp-source.js";
+export type { ConsumerErrorCategory, ConsumerOptions, ConsumerStats, ConsumerStopped, HandlerContext, QueueConsumer } from "./run-consumer.js";

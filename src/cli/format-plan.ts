@@ -1,0 +1,1 @@
+export { describePlan } from "../contract/plan.js";

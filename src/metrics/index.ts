@@ -1,2 +1,0 @@
-export { registerLimiterMetrics } from "./limiter-metrics.js";
-export type { LimiterMetricsOptions, PromClientModule } from "./limiter-metrics.js";

@@ -1,11 +1,14 @@
 import { noop } from "cockatiel";
 import { Etcd3 } from "etcd3";
 import { EtcdLeaseBackend } from "../../src/lease-backends/etcd.js";
-import { startEtcd, type EtcdServer } from "../support/servers/etcd.js";
-import { describeLeaseBackendConformance } from "./lease-backend-conformance.js";
+import { describeLeaseBackendConformance, type ConformanceTarget } from "../../src/testing/conformance.js";
+import { startEtcd, untilGranting, type EtcdServer } from "../support/servers/etcd.js";
 
+// A real etcd on free ports (or ETCD_ENDPOINTS), on real time with 2 s leases.
+const TTL_MS = 2000;
 let server: EtcdServer;
 const clients: Etcd3[] = [];
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** A client as the backend's docs tell users to create one: no client-side retries or circuit breaker. */
 function connect(): Etcd3 {
@@ -18,18 +21,28 @@ describeLeaseBackendConformance(
   "etcd",
   async () => {
     server = await startEtcd();
-    return {
-      backend: new EtcdLeaseBackend({ client: connect(), prefix: "conf/" }),
+    const backend = new EtcdLeaseBackend({ client: connect(), prefix: "conf/" });
+    await untilGranting(backend, TTL_MS);
+    const target: ConformanceTarget = {
+      backend,
       // A separate Etcd3 client per racer: its own gRPC channel, as another process would have.
       newClient: async () => new EtcdLeaseBackend({ client: connect(), prefix: "conf/" }),
-      ttlMs: 2000,
-      graceMs: 2000,
-      wait: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+      ttlMs: TTL_MS,
+      wait: sleep,
       stall: async () => {
         server.pause();
         return async () => server.resume();
       },
     };
+    if (server.managed) {
+      target.snapshot = async () => {
+        const restore = await server.snapshot();
+        return () => restore({ token: "new" });
+      };
+    } else {
+      target.restoreNotApplicable = "ETCD_ENDPOINTS names an etcd these tests did not start, so they cannot restore it from a snapshot";
+    }
+    return target;
   },
   async () => {
     for (const client of clients) client.close();

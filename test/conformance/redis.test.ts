@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
+import { describeLeaseBackendConformance } from "../../src/testing/conformance.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
-import { describeLeaseBackendConformance } from "./lease-backend-conformance.js";
 
 let server: RedisServer;
 const clients: Redis[] = [];
@@ -9,6 +9,7 @@ const clients: Redis[] = [];
 /** A client as the README tells users to create one: no offline queue, bounded retries and command time. */
 async function connect(): Promise<Redis> {
   const client = new Redis(server.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 5000, lazyConnect: true });
+  client.on("error", () => undefined);
   clients.push(client);
   await client.connect();
   return client;
@@ -22,11 +23,20 @@ describeLeaseBackendConformance(
       backend: new RedisLeaseBackend({ client: await connect(), keyPrefix: "conf:" }),
       newClient: async () => new RedisLeaseBackend({ client: await connect(), keyPrefix: "conf:" }),
       ttlMs: 1000,
-      graceMs: 1000,
       wait: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
       stall: async () => {
         server.pause();
         return async () => server.resume();
+      },
+      // SAVE, then later a SIGKILL and a restart that loads that RDB file: a new run_id, the plan
+      // kept, leases as of the snapshot.
+      snapshot: async () => {
+        await server.save();
+        return async () => {
+          await server.restartFromSnapshot();
+          // The clients reconnect on their own; wait until the first one is ready again.
+          await Promise.all(clients.map((c) => (c.status === "ready" ? undefined : new Promise((r) => c.once("ready", r)))));
+        };
       },
     };
   },

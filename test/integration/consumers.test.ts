@@ -1,186 +1,25 @@
-import { spawn, spawnSync } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { QueueServiceClient } from "@azure/storage-queue";
-import amqp, { type ChannelModel, type ConfirmChannel } from "amqplib";
-import { Redis } from "ioredis";
 import { runConsumer, type ConsumerStats } from "../../src/flow/consumers/run-consumer.js";
 import type { ReceivedMessage } from "../../src/flow/consumers/queue-source.js";
 import type { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
 import { auditSlidingWindows } from "../support/audit.js";
+import { amqpHarness, azureHarness, range, redisHarness, shortId, waitUntil, type TestQueue } from "../support/consumer-harness.js";
 import { readyMemoryLimiter } from "../support/flow-limiter.js";
-import { startAzurite, type AzuriteServer } from "../support/servers/azurite.js";
-import { startRedis, type RedisServer } from "../support/servers/redis.js";
-import { openSource, type SourceSpec, type TestBody } from "./fixtures/consumer-sources.js";
+import { IOREDIS_PACKAGE, IOREDIS_VERSION } from "../support/ioredis.js";
+import { openSource, type TestBody } from "./fixtures/consumer-sources.js";
 
 // Runs runConsumer against a real Azurite queue, a real Redis stream and a real RabbitMQ queue:
 // exactly-once processing at the limiter's pace, redelivery after handler failures, and recovery
-// of a SIGKILLed consumer's in-flight messages. About 30 s in all.
+// of a SIGKILLed consumer's in-flight messages. About 30 s in all. The Redis rows use the ioredis
+// package PRL_IOREDIS names (see test/support/ioredis.ts).
 
 const ROOT = join(__dirname, "..", "..");
 const CHILD = join(ROOT, "test/integration/fixtures/consumer-child.ts");
 const LIMIT = 50;
 /** Scheduling slack allowed between an admission and its handler call (see the first test). */
 const HANDLER_JITTER_MS = 10;
-const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-
-/** One queue (or stream) made for one test, and what the test does with it. */
-interface TestQueue {
-  /** A spec for a consumer named `consumer`; `fastRedelivery` shortens visibility / claim idle time. */
-  spec(consumer: string, fastRedelivery: boolean): SourceSpec;
-  send(bodies: TestBody[]): Promise<void>;
-  /** Messages not yet acked (ready, pending or in flight). */
-  remaining(): Promise<number>;
-  drop(): Promise<void>;
-}
-
-/** One kind of queue server. */
-interface Harness {
-  readonly name: string;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  newQueue(): Promise<TestQueue>;
-}
-
-const shortId = () => randomUUID().replace(/-/g, "").slice(0, 12);
-
-function azureHarness(): Harness {
-  let server: AzuriteServer | undefined;
-  let service: QueueServiceClient;
-  return {
-    name: "azure-queue",
-    async start() {
-      server = await startAzurite();
-      service = QueueServiceClient.fromConnectionString(server.connectionString, { retryOptions: { maxTries: 2, tryTimeoutInMs: 10_000 } });
-    },
-    async stop() {
-      await server?.stop();
-    },
-    async newQueue() {
-      const name = `consumers-${shortId()}`;
-      const queue = service.getQueueClient(name);
-      await queue.create();
-      const connectionString = server!.connectionString;
-      return {
-        spec: (_consumer, fast) => ({ kind: "azure", connectionString, queue: name, visibilityTimeoutMs: fast ? 2000 : 30_000 }),
-        async send(bodies) {
-          for (let i = 0; i < bodies.length; i += 25) {
-            await Promise.all(bodies.slice(i, i + 25).map((body) => queue.sendMessage(JSON.stringify(body))));
-          }
-        },
-        remaining: async () => (await queue.getProperties()).approximateMessagesCount ?? -1,
-        drop: async () => void (await queue.deleteIfExists()),
-      };
-    },
-  };
-}
-
-function redisHarness(): Harness {
-  let server: RedisServer | undefined;
-  let client: Redis;
-  return {
-    name: "redis-stream",
-    async start() {
-      server = await startRedis();
-      client = new Redis(server.url, { maxRetriesPerRequest: 2 });
-    },
-    async stop() {
-      await client?.quit();
-      await server?.stop();
-    },
-    async newQueue() {
-      const stream = `consumers:${shortId()}`;
-      const group = "workers";
-      const url = server!.url;
-      return {
-        spec: (consumer, fast) => ({ kind: "redis", url, stream, group, consumer, claimIdleMs: fast ? 1000 : 30_000 }),
-        async send(bodies) {
-          const pipeline = client.pipeline();
-          for (const body of bodies) pipeline.xadd(stream, "*", "body", JSON.stringify(body));
-          await pipeline.exec();
-        },
-        async remaining() {
-          // Pending (delivered, not acked) plus lag (not yet delivered to the group).
-          const groups = (await client.call("XINFO", "GROUPS", stream)) as unknown[][];
-          const info = groups.map((g) => Object.fromEntries(pairs(g))).find((g) => g.name === group);
-          if (!info) return (await client.xlen(stream));
-          return Number(info.pending) + Number(info.lag ?? 0);
-        },
-        drop: async () => void (await client.del(stream)),
-      };
-    },
-  };
-}
-
-function amqpHarness(): Harness {
-  let connection: ChannelModel;
-  let channel: ConfirmChannel;
-  return {
-    name: "amqp",
-    async start() {
-      connection = await connectRabbit();
-      channel = await connection.createConfirmChannel();
-    },
-    async stop() {
-      await connection?.close();
-    },
-    async newQueue() {
-      const queue = `consumers-${shortId()}`;
-      await channel.assertQueue(queue, { durable: false, autoDelete: false });
-      return {
-        spec: () => ({ kind: "amqp", url: AMQP_URL, queue }),
-        async send(bodies) {
-          for (const body of bodies) channel.sendToQueue(queue, Buffer.from(JSON.stringify(body)));
-          await channel.waitForConfirms();
-        },
-        async remaining() {
-          // messageCount counts ready messages only; every consumer is stopped when this is asked.
-          return (await channel.checkQueue(queue)).messageCount;
-        },
-        drop: async () => void (await channel.deleteQueue(queue)),
-      };
-    },
-  };
-}
-
-/** Connects to RabbitMQ; as root on a machine with rabbitmq-server installed, starts it if down. */
-async function connectRabbit(): Promise<ChannelModel> {
-  try {
-    return await amqp.connect(AMQP_URL);
-  } catch (first) {
-    const isRoot = process.getuid?.() === 0;
-    if (!isRoot || process.env.AMQP_URL) {
-      throw new Error(`RabbitMQ is not reachable at ${AMQP_URL} (${String(first)}). Start it (rabbitmq-server -detached) or set AMQP_URL.`);
-    }
-    spawnSync("rabbitmq-server", ["-detached"], { stdio: "ignore" });
-    const deadline = Date.now() + 40_000;
-    for (;;) {
-      await new Promise((r) => setTimeout(r, 1000));
-      try {
-        return await amqp.connect(AMQP_URL);
-      } catch (error) {
-        if (Date.now() > deadline) throw new Error(`RabbitMQ did not come up at ${AMQP_URL} within 40 s after rabbitmq-server -detached: ${String(error)}`);
-      }
-    }
-  }
-}
-
-function pairs(flat: unknown[]): [string, unknown][] {
-  const out: [string, unknown][] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push([String(flat[i]), flat[i + 1]]);
-  return out;
-}
-
-const range = (count: number): TestBody[] => Array.from({ length: count }, (_, n) => ({ n }));
-
-async function waitUntil(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** Runs an in-process consumer until `until` holds, then stops it; returns its stats. */
 async function consume(
@@ -191,9 +30,9 @@ async function consume(
   until: (stats: ConsumerStats) => boolean | Promise<boolean>,
   timeoutMs: number,
 ): Promise<ConsumerStats> {
-  const { source, dispose } = await openSource(queue.spec("parent", fastRedelivery));
+  const { source, dispose } = await openSource(queue.spec("parent", { visibilityMs: fastRedelivery ? 2000 : 30_000 }));
   const errors: string[] = [];
-  const consumer = runConsumer({ limiter, source, handler, onError: (error, op) => op !== "handler" && errors.push(`${op}: ${String(error)}`) });
+  const consumer = runConsumer({ limiter, source, handler, redeliveryDelayMs: 200, onError: (error, op) => op !== "handler" && errors.push(`${op}: ${String(error)}`) });
   try {
     await waitUntil("every message to be processed", () => until(consumer.stats()), timeoutMs);
   } finally {
@@ -207,6 +46,7 @@ async function consume(
 const harnesses = [azureHarness(), redisHarness(), amqpHarness()];
 
 beforeAll(async () => {
+  console.log(`Redis rows use ${IOREDIS_PACKAGE} ${IOREDIS_VERSION}`);
   await Promise.all(harnesses.map((h) => h.start()));
 }, 60_000);
 
@@ -296,7 +136,7 @@ describe.each(harnesses.map((h) => [h.name, h] as const))("%s", (_name, harness)
   test("a consumer SIGKILLed mid-batch: another one processes the rest, its in-flight messages included", async () => {
     const count = 40;
     await queue.send(range(count));
-    const child = spawn(process.execPath, ["--import", "tsx", CHILD, JSON.stringify(queue.spec("child", true))], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--import", "tsx", CHILD, JSON.stringify(queue.spec("child", { visibilityMs: 2000 }))], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     const childStarted = new Set<number>();
     const childDone = new Set<number>();
     let stderr = "";

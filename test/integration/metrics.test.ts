@@ -20,7 +20,6 @@ function value(json: Json, name: string, labels: Record<string, string> = {}): n
 // About 2 s of real time on a memory backend.
 test("a scrape shows every metric with the limiter's values; unregister removes them", async () => {
   const backend = new MemoryLeaseBackend();
-  await backend.ensurePlan("metrics", { limit: 20, intervalMs: 1000, partitions: 2, pools: {} }, { graceMs: 0 });
   const callsBefore = { ...backend.calls };
   const limiter = new PartitionedRateLimiter({ resource: "metrics", limit: 20, intervalMs: 1000, partitions: 2, backend, leaseTtlMs: 600, minPartitions: 2, maxQueued: 3 });
   const registry = new promClient.Registry();
@@ -73,7 +72,7 @@ test("a scrape shows every metric with the limiter's values; unregister removes 
   expect(value(json, "wait_seconds", { ...r, metricName: `${P}wait_seconds_bucket`, le: "0.001" })).toBeGreaterThanOrEqual(s.admitted - s.waited);
   expect(value(json, "wait_seconds", { ...r, metricName: `${P}wait_seconds_sum` })).toBeGreaterThan(0);
   // Backend latency: one observation per backend call the limiter made, by operation.
-  for (const op of ["tryAcquire", "renew"] as const) {
+  for (const op of ["tryAcquire", "heartbeat"] as const) {
     const calls = backend.calls[op] - callsBefore[op];
     expect([op, value(json, "backend_call_seconds", { ...r, operation: op, outcome: "ok", metricName: `${P}backend_call_seconds_count` })]).toEqual([op, calls]);
   }

@@ -2,6 +2,12 @@
 export interface AuditEvent {
   t: number;
   units: number;
+  /**
+   * The limit of the plan it was admitted under, when plans change during a run: a window holding
+   * admissions of several plans is audited against the lowest of their limits (the limit in force
+   * while both may be live). Default: the audit's `limit`.
+   */
+  limit?: number;
 }
 
 /** The result of {@link auditSlidingWindows}. */
@@ -30,26 +36,39 @@ export function auditSlidingWindows(events: readonly AuditEvent[], limit: number
     if (Math.abs(scaled - e.units * resolution) > 1e-6) throw new Error(`audit: cost ${e.units} is not a multiple of 1/${resolution}`);
     return scaled;
   });
-  const cap = Math.round(limit * resolution);
+  const caps = sorted.map((e) => Math.round((e.limit ?? limit) * resolution));
+  // The caps of the events in the window, to find the lowest in force.
+  const inWindow = new Map<number, number>();
+  const enter = (cap: number, d: number) => {
+    const n = (inWindow.get(cap) ?? 0) + d;
+    if (n === 0) inWindow.delete(cap);
+    else inWindow.set(cap, n);
+  };
   let over = 0;
   let worst = 0;
   let worstAt = sorted[0]?.t ?? 0;
   let sum = 0;
   let end = 0;
   for (let start = 0; start < sorted.length; start++) {
-    while (end < sorted.length && sorted[end]!.t < sorted[start]!.t + intervalMs) sum += units[end++]!;
+    while (end < sorted.length && sorted[end]!.t < sorted[start]!.t + intervalMs) {
+      sum += units[end]!;
+      enter(caps[end]!, 1);
+      end++;
+    }
     if (start === 0 || sorted[start]!.t !== sorted[start - 1]!.t) {
+      const cap = Math.min(...inWindow.keys());
       if (sum > cap) over++;
-      if (sum > worst) {
-        worst = sum;
+      if (sum / cap > worst) {
+        worst = sum / cap;
         worstAt = sorted[start]!.t;
       }
     }
     sum -= units[start]!;
+    enter(caps[start]!, -1);
   }
   return {
     overLimitWindows: over,
-    worstRatio: worst / cap,
+    worstRatio: worst,
     worstAt,
     totalUnits: units.reduce((a, b) => a + b, 0) / resolution,
     events: sorted.length,

@@ -1,5 +1,5 @@
 import type { BackendSpec } from "./backend-spec.js";
-import { describeScenarioResult, runSharedQuotaScenario, type SharedQuotaScenarioResult } from "./shared-quota-scenario.js";
+import { describeScenarioResult, runSharedQuotaScenario, type SharedQuotaScenarioOptions, type SharedQuotaScenarioResult } from "./shared-quota-scenario.js";
 
 /** What a backend's integration test provides: its server(s), started for the test. */
 export interface SharedQuotaTarget {
@@ -13,6 +13,8 @@ export interface SharedQuotaTarget {
   start(): Promise<{ spec: BackendSpec; stop(): Promise<void> }>;
   /** Time for the whole scenario, in ms. */
   timeoutMs: number;
+  /** Starts the service the workers call (see SharedQuotaScenarioOptions.recorder). Default: the HTTP recorder. */
+  recorder?: SharedQuotaScenarioOptions["recorder"];
 }
 
 /**
@@ -27,7 +29,9 @@ export function describeSharedQuota(target: SharedQuotaTarget): void {
   beforeAll(async () => {
     const started = await target.start();
     stop = started.stop;
-    result = await runSharedQuotaScenario({ spec: started.spec, resource: target.resource, leaseTtlMs: target.leaseTtlMs });
+    result = await runSharedQuotaScenario({
+      spec: started.spec, resource: target.resource, leaseTtlMs: target.leaseTtlMs, ...(target.recorder ? { recorder: target.recorder } : {}),
+    });
     process.stdout.write(`${describeScenarioResult(target.name, result)}\n`);
   }, target.timeoutMs);
 
@@ -40,6 +44,7 @@ export function describeSharedQuota(target: SharedQuotaTarget): void {
       expect(result.audit.overLimitWindows).toBe(0);
       expect(result.audit.worstRatio).toBeLessThanOrEqual(1);
       expect(result.requestErrors).toBe(0);
+      expect(result.throttled).toBe(0);
     });
 
     test("uses at least 90% of the quota in steady state", () => {

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { auditSlidingWindows, type AuditResult } from "./audit.js";
+import { precreatePlan } from "./precreate-plan.js";
 import { createBackend, type BackendSpec } from "./backend-spec.js";
 import type { Arrival } from "./recorder.js";
 import { startRecorderProcess, type RecorderProcess } from "./recorder-process-client.js";
@@ -128,11 +129,11 @@ export async function stopMostHeld(
   r.mark?.("resumed");
   const resumedAt = r.recorder.now();
   await sleep(1500);
-  // Requests sent before the stop may still land just after it; none may come after.
-  const duringPause = await r.unitsIn(stoppedAt + 100, r.recorder.now(), victim.id);
-  // The survivors are saturated and keep everything (no fairness is promised); once they close,
-  // the resumed worker takes the partitions again.
-  await Promise.all(others.map((w) => w.stop()));
+  // Requests sent before the stop may still land just after it; none may come after, and none in
+  // the first 150 ms after it resumes (on the leases whose deadlines passed while it was stopped):
+  // a legitimate new partition takes a heartbeat, the others' two quiet slices and an acquire.
+  const duringPause = await r.unitsIn(stoppedAt + 100, resumedAt + 150, victim.id);
+  // The resumed worker publishes its demand; the saturated survivors give its fair share back.
   await r.group.waitFor(() => (victim.stats()?.limiter.heldPartitions ?? 0) > 0, ttlMs + 3000, "the resumed worker taking partitions");
   await sleep(1500);
   const rejoined = await r.unitsIn(resumedAt, r.recorder.now(), victim.id);
@@ -173,11 +174,7 @@ export class FaultMatrix {
     const resource = `faults-${randomUUID().slice(0, 8)}`;
     const direct = await createBackend(o.directSpec());
     try {
-      await direct.backend.ensurePlan(
-        resource,
-        { limit: this.limit, intervalMs: this.intervalMs, partitions: this.partitions, pools: {} },
-        { graceMs: 0, timeoutMs: 5000 },
-      );
+      await precreatePlan(direct.backend, resource, { limit: this.limit, intervalMs: this.intervalMs, partitions: this.partitions, leaseTtlMs: this.ttlMs, jitterMs: this.jitterMs });
     } finally {
       await direct.close();
     }

@@ -6,16 +6,15 @@ import type { PartitionedRateLimiterOptions } from "../../src/limiter/options.js
 export type ReadyLimiterOptions = Omit<PartitionedRateLimiterOptions, "backend"> & { backend?: MemoryLeaseBackend };
 
 /**
- * readyMemoryLimiter creates a limiter on a memory backend (real time) that already holds all
- * `minPartitions` (default: every partition): the plan is stored first with no grace, so a test
- * does not wait out the new-plan grace of `leaseTtlMs`. Fails clearly after 5 s.
+ * readyMemoryLimiter creates a limiter on a memory backend (real time) and waits until it holds
+ * all `minPartitions` (default: every partition). Fails clearly after 5 s.
  */
 export async function readyMemoryLimiter(options: ReadyLimiterOptions): Promise<{ limiter: PartitionedRateLimiter; backend: MemoryLeaseBackend }> {
   const backend = options.backend ?? new MemoryLeaseBackend();
-  const plan = { limit: options.limit, intervalMs: options.intervalMs, partitions: options.partitions, pools: options.pools ?? {} };
-  await backend.ensurePlan(options.resource, plan, { graceMs: 0 });
+  // A memory backend grants at once: nothing was granted before it existed.
   const limiter = new PartitionedRateLimiter({ leaseTtlMs: 2000, minPartitions: options.partitions, ...options, backend });
-  const want = (options.minPartitions ?? options.partitions) * (options.limit / options.partitions);
+  const partitions = options.partitions ?? 1;
+  const want = (options.minPartitions ?? partitions) * ((options.limit ?? 0) / partitions);
   const deadline = Date.now() + 5000;
   while (limiter.capacity < want - 1e-9) {
     if (Date.now() > deadline) throw new Error(`limiter ${options.resource} holds ${limiter.capacity} of ${want} units after 5 s`);

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { raisePriority } from "./priority.js";
+import { QuotaWindow } from "./quota-window.js";
 
 // No jest imports here: fault tests and benchmarks start the recorder too.
 
@@ -14,6 +15,8 @@ export const COST_HEADER = "x-cost";
  * of the sender (ms since the epoch, fractional), so the recorder can estimate in-flight delays.
  */
 export const SENT_AT_HEADER = "x-sent-at";
+/** The limit of the plan the sender's limiter admitted the request under (audits across plan changes). */
+export const PLAN_LIMIT_HEADER = "x-plan-limit";
 
 /** Arrival is one request as the recorder saw it. */
 export interface Arrival {
@@ -33,6 +36,8 @@ export interface Arrival {
   readonly delayMs: number | null;
   /** The sender's `x-sent-at` mapped onto the recorder's clock (`t - delayMs`); null without the header. */
   readonly sentAt: number | null;
+  /** The limit of the plan it was admitted under (`x-plan-limit`), when the sender says. */
+  readonly planLimit?: number;
 }
 
 /** Options of {@link startRecorder}. */
@@ -72,10 +77,7 @@ export interface Recorder {
  */
 export async function startRecorder(options: RecorderOptions = {}): Promise<Recorder> {
   let log: Arrival[] = [];
-  const quota = options.quota;
-  // Accepted requests still inside the enforced window, oldest first.
-  let accepted: { t: number; cost: number }[] = [];
-  let acceptedUnits = 0;
+  const quota = options.quota ? new QuotaWindow(options.quota) : null;
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const t = performance.now();
@@ -83,19 +85,11 @@ export async function startRecorder(options: RecorderOptions = {}): Promise<Reco
     const cost = Number(headerValue(req, COST_HEADER) ?? "1");
     const sentAt = Number(headerValue(req, SENT_AT_HEADER));
     const delayMs = Number.isFinite(sentAt) && sentAt > 0 ? performance.timeOrigin + t - sentAt : null;
-    let status = 200;
-    let retryAfterS = 0;
-    if (quota) {
-      while (accepted.length > 0 && accepted[0]!.t <= t - quota.intervalMs) acceptedUnits -= accepted.shift()!.cost;
-      if (acceptedUnits + cost > quota.limit) {
-        status = 429;
-        retryAfterS = Math.max(1, Math.ceil((accepted[0]!.t + quota.intervalMs - t) / 1000));
-      } else {
-        accepted.push({ t, cost });
-        acceptedUnits += cost;
-      }
-    }
-    log.push({ t, worker, cost, status, delayMs, sentAt: delayMs === null ? null : t - delayMs });
+    const refusedForMs = quota?.admit(t, cost) ?? null;
+    const status = refusedForMs === null ? 200 : 429;
+    const retryAfterS = refusedForMs === null ? 0 : Math.max(1, Math.ceil(refusedForMs / 1000));
+    const planLimit = Number(headerValue(req, PLAN_LIMIT_HEADER));
+    log.push({ t, worker, cost, status, delayMs, sentAt: delayMs === null ? null : t - delayMs, ...(planLimit > 0 ? { planLimit } : {}) });
     // Drain the (empty) body so the keep-alive connection can carry the next request.
     req.resume();
     if (status === 429) res.writeHead(429, { "retry-after": String(retryAfterS), "content-length": "0" });
@@ -116,8 +110,7 @@ export async function startRecorder(options: RecorderOptions = {}): Promise<Reco
     arrivals: () => log.slice(),
     reset: () => {
       log = [];
-      accepted = [];
-      acceptedUnits = 0;
+      quota?.reset();
     },
     stop: async () => {
       server.closeAllConnections();

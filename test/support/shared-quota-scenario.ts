@@ -1,6 +1,8 @@
 import { auditSlidingWindows, type AuditResult } from "./audit.js";
 import { createBackend, type BackendSpec } from "./backend-spec.js";
-import { startRecorder, type Arrival } from "./recorder.js";
+import { precreatePlan } from "./precreate-plan.js";
+import type { Arrival, Recorder } from "./recorder.js";
+import { startRecorderProcess, type RecorderProcess } from "./recorder-process-client.js";
 import { startWorkers, type WorkerGroup } from "./workers.js";
 
 // No jest imports here: the integration tests assert on the result; benchmarks may print it.
@@ -26,6 +28,12 @@ export interface SharedQuotaScenarioOptions {
   readonly rampTimeoutMs?: number;
   /** Concurrent demand loops per worker. Default 32. */
   readonly concurrency?: number;
+  /**
+   * Starts the service the workers call, given the quota. Default: an HTTP {@link startRecorder}
+   * enforcing nothing; `startGrpcRecorder` makes the workers call it over gRPC through the client
+   * interceptor.
+   */
+  readonly recorder?: (quota: { limit: number; intervalMs: number }) => Promise<Recorder>;
 }
 
 /** Measurements of one {@link runSharedQuotaScenario} run. Times are in ms. */
@@ -68,6 +76,8 @@ export interface SharedQuotaScenarioResult {
   readonly heldBeforeKill: Record<string, number>;
   /** Requests that failed on the network, all workers. */
   readonly requestErrors: number;
+  /** Requests the service answered as throttled (429, RESOURCE_EXHAUSTED), all workers. */
+  readonly throttled: number;
   /** The whole run, from the recorder's start to the workers' exit. */
   readonly durationMs: number;
 }
@@ -76,9 +86,10 @@ export interface SharedQuotaScenarioResult {
  * runSharedQuotaScenario is the multi-process integration scenario of issue #4: a recorder plays
  * the throttled service; `workers` processes share one quota through the backend of `spec` under
  * saturating demand; after a steady state one worker (the one holding most) is SIGKILLed and the
- * others take its partitions over. The plan is stored beforehand with `graceMs: 0`: a new plan
- * otherwise grants no lease for a whole TTL (the state-loss grace), which would only eat test
- * time here. Workers are always stopped, also on failure.
+ * others take its partitions over. The plan is stored beforehand as on a fresh server (the test
+ * started it): a new plan on a server up for less than a minute otherwise grants nothing for the
+ * longest TTL plus a window, which would only eat test time here. Workers are always stopped,
+ * also on failure.
  */
 export async function runSharedQuotaScenario(o: SharedQuotaScenarioOptions): Promise<SharedQuotaScenarioResult> {
   const limit = o.limit ?? 200;
@@ -87,13 +98,15 @@ export async function runSharedQuotaScenario(o: SharedQuotaScenarioOptions): Pro
   const jitterMs = o.jitterMs ?? 50;
   const steadyMs = o.steadyMs ?? 10_000;
   const workers = o.workers ?? 4;
-  const recorder = await startRecorder();
+  // In a process of its own: work in this one (a TcpProxy in front of an external server, stats
+  // from the workers) must not stamp arrivals late.
+  const recorder = o.recorder ? await o.recorder({ limit, intervalMs }) : await startRecorderProcess();
   const started = recorder.now();
   let group: WorkerGroup | null = null;
   try {
     const built = await createBackend(o.spec);
     try {
-      await built.backend.ensurePlan(o.resource, { limit, intervalMs, partitions, pools: {} }, { graceMs: 0, timeoutMs: 10_000 });
+      await precreatePlan(built.backend, o.resource, { limit, intervalMs, partitions, leaseTtlMs: o.leaseTtlMs, jitterMs });
     } finally {
       await built.close();
     }
@@ -123,9 +136,12 @@ export async function runSharedQuotaScenario(o: SharedQuotaScenarioOptions): Pro
     await g.stop();
     const finished = recorder.now();
 
+    // A recorder in a child process copies arrivals over with a lag: fetch the last ones.
+    if ("sync" in recorder && typeof recorder.sync === "function") await (recorder as RecorderProcess).sync();
     const arrivals = recorder.arrivals();
     const steadyUnits = unitsBetween(arrivals, steadyFrom, steadyTo);
     const requestErrors = g.workers.reduce((sum, w) => sum + (w.stats()?.requestErrors ?? 0), 0);
+    const throttled = g.workers.reduce((sum, w) => sum + (w.stats()?.throttled ?? 0), 0);
     const audit = auditSlidingWindows(arrivals.map((a) => ({ t: a.t, units: a.cost })), limit, intervalMs);
     return {
       audit,
@@ -144,6 +160,7 @@ export async function runSharedQuotaScenario(o: SharedQuotaScenarioOptions): Pro
       rateRecoveryMs: rateRecovery(arrivals, killedAt, finished, limit, intervalMs),
       heldBeforeKill,
       requestErrors,
+      throttled,
       durationMs: finished - started,
     };
   } catch (error) {
@@ -164,7 +181,7 @@ export function describeScenarioResult(name: string, r: SharedQuotaScenarioResul
       `${r.steady.backendCallsPerSecond.toFixed(1)} backend calls/s, in-flight delay spread ${r.steady.delaySpreadMs.toFixed(1)} ms`,
     `  held before kill ${JSON.stringify(r.heldBeforeKill)}; killed ${r.killed.id} (${r.killed.heldPartitions} partitions); ` +
       `takeover ${r.takeoverMs.toFixed(0)} ms; rate ≥ 90% again ${r.rateRecoveryMs === null ? "never" : `${r.rateRecoveryMs.toFixed(0)} ms`} after the kill`,
-    `  request errors ${r.requestErrors}; run ${(r.durationMs / 1000).toFixed(1)} s`,
+    `  request errors ${r.requestErrors}; throttled ${r.throttled}; run ${(r.durationMs / 1000).toFixed(1)} s`,
   ].join("\n");
 }
 

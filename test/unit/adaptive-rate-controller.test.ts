@@ -6,7 +6,6 @@ import { VirtualClock } from "../../src/testing/virtual-clock.js";
 async function setup() {
   const clock = new VirtualClock(1000);
   const backend = new MemoryLeaseBackend({ clock });
-  await backend.ensurePlan("aimd", { limit: 100, intervalMs: 1000, partitions: 4, pools: {} }, { graceMs: 0 });
   const limiter = new PartitionedRateLimiter({ resource: "aimd", limit: 100, intervalMs: 1000, partitions: 4, backend, clock, leaseTtlMs: 2000, minPartitions: 4 });
   await clock.advance(100);
   expect(limiter.capacity).toBe(100);
@@ -112,4 +111,31 @@ test("bad options name the option", () => {
   expect(() => new AdaptiveRateController({ limiter, intervalMs: Number.NaN })).toThrow(/intervalMs/);
   expect(() => new AdaptiveRateController({ limiter: {} as PartitionedRateLimiter })).toThrow(/limiter/);
   void limiter.close();
+});
+
+test("regression: after a throttle on a one-partition holder, a cost that no longer fits one shrunken burst takes a second partition instead of waiting for the factor to recover", async () => {
+  // 50/s over 5 partitions, 10 slices: a burst of 1 unit per partition; a factor of 0.7 makes it
+  // 0.7, so a cost of 1 fits only across two partitions. Waiting for AIMD to climb back left gaps
+  // of 7-13 s between admissions.
+  const clock = new VirtualClock(1000);
+  const limiter = new PartitionedRateLimiter({ resource: "aimd-gap", limit: 50, intervalMs: 1000, partitions: 5, backend: new MemoryLeaseBackend({ clock }), clock, leaseTtlMs: 2000 });
+  const aimd = new AdaptiveRateController({ limiter, clock });
+  const admit = async () => {
+    const t0 = clock.now();
+    let done = false;
+    const p = limiter.acquire(1).then(() => (done = true));
+    while (!done) await clock.advance(10);
+    await p;
+    return clock.now() - t0;
+  };
+  for (let i = 0; i < 20; i++) {
+    await admit();
+    await clock.advance(300);
+  }
+  limiter.reportThrottle({ retryAfterMs: 1000 });
+  const waited = await admit();
+  expect(waited).toBeLessThan(1500);
+  aimd.close();
+  void limiter.close();
+  await clock.advance(3000);
 });

@@ -11,9 +11,14 @@ import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
 import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
 import { RedlockLeaseBackend } from "../../src/lease-backends/redlock.js";
 import type { PartitionedRateLimiterOptions } from "../../src/limiter/options.js";
+import { decodeHolderRecord, encodeHolderRecord, validateHolderRecord } from "../../src/contract/holder-record.js";
+import type { HolderRecord, LeaseBackend, LeaseTtlRule } from "../../src/contract/lease-backend.js";
+import { PLAN_FIELDS, canonicalPlan, decodeStoredPlan, encodeStoredPlan, validatePlan, type Plan } from "../../src/contract/plan.js";
+import { minimumSafetyMarginMs } from "../../src/contract/timing.js";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
 import { VirtualClock } from "../../src/testing/virtual-clock.js";
 import { freePort } from "../support/net.js";
+import { precreatePlan } from "../support/precreate-plan.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
 
 // Every public entry point fed wrong types and values, as a plain-JS caller might: each must throw
@@ -35,11 +40,15 @@ afterEach(async () => {
 /** Loosens the types so tests can pass what a plain-JS caller could. */
 const loose = <T>(value: unknown): T => value as T;
 
+/** Every option of the constructor (and "options" for the object itself). */
 const CONSTRUCTOR_OPTIONS = new Set([
   "options", "resource", "limit", "intervalMs", "partitions", "backend", "leaseTtlMs", "slicesPerInterval",
   "minPartitions", "maxPartitions", "pool", "pools", "holderId", "maxQueued", "queuePolicy",
-  "safetyMarginMs", "driftFactor", "jitterMs", "clock", "signal",
+  "safetyMarginMs", "driftFactor", "jitterMs", "clock", "signal", "followPlan", "weight", "reserve", "random",
 ]);
+
+/** The plan fields, as ConfigErrors of a plan validated with the prefix "plan." name them. */
+const PLAN_OPTIONS = new Set(["plan", ...PLAN_FIELDS.map((f) => `plan.${f}`)]);
 
 /** The option a constructor ConfigError names, without the `pools.name` suffix. */
 const rootOption = (option: string) => option.split(".")[0]!;
@@ -103,8 +112,12 @@ describe("constructor options", () => {
     ["leaseTtlMs", "leaseTtlMs", NaN],
     ["leaseTtlMs", "leaseTtlMs", 50],
     ["leaseTtlMs", "leaseTtlMs", 150], // shorter than twice the safety margin
+    ["leaseTtlMs", "leaseTtlMs", 3000.5],
+    ["leaseTtlMs", "leaseTtlMs", 60_001],
     ["slicesPerInterval", "slicesPerInterval", 0],
     ["slicesPerInterval", "slicesPerInterval", "10"],
+    ["slicesPerInterval", "slicesPerInterval", 1001],
+    ["slicesPerInterval", "slicesPerInterval", 2.5],
     ["minPartitions", "minPartitions", 11],
     ["minPartitions", "minPartitions", -1],
     ["maxPartitions", "maxPartitions", 0],
@@ -125,10 +138,13 @@ describe("constructor options", () => {
     ["queuePolicy", "queuePolicy", "drop-newest"],
     ["safetyMarginMs", "safetyMarginMs", 1],
     ["safetyMarginMs", "safetyMarginMs", "200"],
+    ["safetyMarginMs", "safetyMarginMs", 1501], // more than leaseTtlMs / 2
     ["driftFactor", "driftFactor", -0.1],
     ["driftFactor", "driftFactor", 1],
+    ["driftFactor", "driftFactor", 0.2],
     ["jitterMs", "jitterMs", -1],
     ["jitterMs", "jitterMs", Infinity],
+    ["jitterMs", "jitterMs", 1001], // more than intervalMs
     ["clock", "clock", Date],
     ["clock", "clock", { now: () => 0 }],
     ["signal", "signal", "abort"],
@@ -136,9 +152,75 @@ describe("constructor options", () => {
     ["backend", "backend", "redis"],
     ["backend", "backend", {}],
     ["backend", "backend", undefined],
+    ["followPlan", "followPlan", "yes"],
+    ["followPlan", "followPlan", 1],
+    ["followPlan", "followPlan", null],
+    ["weight", "weight", 0],
+    ["weight", "weight", -1],
+    ["weight", "weight", NaN],
+    ["weight", "weight", Infinity],
+    ["weight", "weight", "2"],
+    ["weight", "weight", 1e7],
+    ["reserve", "reserve", -1],
+    ["reserve", "reserve", 1.5],
+    ["reserve", "reserve", "1"],
+    ["reserve", "reserve", 11], // more than the plan's partitions
+    ["random", "random", "Math.random"],
+    ["random", "random", 0.5],
+    ["random", "random", {}],
   ];
-  test.each(cases)("%s = %p is a ConfigError naming %s", (key, option, value) => {
+  const shown = (v: unknown) => (typeof v === "string" && v.length > 20 ? `"${v.slice(0, 8)}…" (${v.length} chars)` : typeof v === "function" ? "a function" : JSON.stringify(v) ?? String(v));
+  test.each(cases.map(([key, option, value]) => [key, shown(value), option, value] as const))("%s = %s is a ConfigError naming %s", (key, _shown, option, value) => {
     configError(() => new PartitionedRateLimiter({ ...base(clock), [key]: value }), option);
+  });
+
+  test("options that do not fit each other, the plan or the backend name the option at fault", () => {
+    // A backend that grants whole seconds only (as etcd does).
+    class WholeSeconds extends MemoryLeaseBackend {
+      override readonly leaseTtlRule: LeaseTtlRule = { minMs: 2000, maxMs: 60_000, stepMs: 1000, reason: "whole seconds" };
+    }
+    const wholeSeconds = new WholeSeconds({ clock });
+    const error = configError(() => new PartitionedRateLimiter({ ...base(clock, wholeSeconds), leaseTtlMs: 3500 }), "leaseTtlMs");
+    expect(error.message).toContain("whole seconds");
+    configError(() => new PartitionedRateLimiter({ ...base(clock, wholeSeconds), leaseTtlMs: 1000 }), "leaseTtlMs");
+    configError(() => new PartitionedRateLimiter({ ...base(clock), maxPartitions: 2, reserve: 3 }), "reserve");
+    configError(() => new PartitionedRateLimiter({ ...base(clock), maxPartitions: 2, minPartitions: 3 }), "minPartitions");
+    configError(() => new PartitionedRateLimiter({ ...base(clock), pools: { ingest: 2 }, pool: "batch" }), "pool");
+    // A cost unit smaller than a counting unit per slice: 1e-7 units per second in 10 slices.
+    configError(() => new PartitionedRateLimiter({ ...base(clock), limit: 1e-6, partitions: 10 }), "slicesPerInterval");
+    // No plan and no followPlan: nothing to run under.
+    const { limit: _l, intervalMs: _i, partitions: _p, leaseTtlMs: _t, ...noPlan } = base(clock);
+    configError(() => new PartitionedRateLimiter(noPlan), "limit");
+    // followPlan with part of a plan: the part must still be a whole plan.
+    configError(() => new PartitionedRateLimiter({ ...noPlan, followPlan: true, limit: 100 }), "intervalMs");
+  });
+
+  test("followPlan without a plan of its own builds a limiter that waits for one, refusing bad costs meanwhile", async () => {
+    const backend = new MemoryLeaseBackend({ clock });
+    const { limit: _l, intervalMs: _i, partitions: _p, leaseTtlMs: _t, ...noPlan } = base(clock, backend);
+    const limiter = new PartitionedRateLimiter({ ...noPlan, followPlan: true });
+    configError(() => limiter.tryAcquire(loose("1")), "tryAcquire(cost)");
+    expect(limiter.tryAcquire(1)).toBe(false);
+    const waiting = limiter.acquire(1, { timeoutMs: 500 }).catch((e: unknown) => e);
+    await clock.advance(600);
+    expect(await waiting).toBeInstanceOf(TimeoutError);
+    expect(await backend.readPlan("bad-input", {})).toBeNull();
+    await closeOn(clock, limiter);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  test("a random() that breaks its contract (NaN, 1, -1, a string) still leases, admits and closes cleanly", async () => {
+    for (const random of [() => NaN, () => 1, () => -1, loose<() => number>(() => "0.5")]) {
+      const own = new VirtualClock(1000);
+      const backend = new MemoryLeaseBackend({ clock: own });
+      const limiter = new PartitionedRateLimiter({ ...base(own, backend), minPartitions: 3, random });
+      await own.advance(5000);
+      expect(limiter.stats().heldPartitions).toBe(3);
+      expect(limiter.tryAcquire(1)).toBe(true);
+      await closeOn(own, limiter);
+      expect((await backend.inspect("bad-input", {})).partitions.filter((p) => p.holderId !== null)).toEqual([]);
+      expect(own.pendingTimers).toBe(0);
+    }
   });
 
   test("not an object, or an unknown option", () => {
@@ -188,7 +270,7 @@ describe("call arguments", () => {
   afterEach(async () => {
     await closeOn(clock, limiter);
     // close() released every lease it took.
-    expect((await backend.inspect("bad-input", {})).filter((p) => p.holderId !== null)).toEqual([]);
+    expect((await backend.inspect("bad-input", {})).partitions.filter((p) => p.holderId !== null)).toEqual([]);
     expect(clock.pendingTimers).toBe(0);
   });
 
@@ -223,10 +305,11 @@ describe("call arguments", () => {
   test("tiny and fractional costs are charged, never rounded down to free", async () => {
     let n = 0;
     while (n < 200_000 && limiter.tryAcquire(1e-9)) n++;
-    // Rounded up to one micro-unit each (a slice holds 1e7 of them, so the loop bound stops first).
+    // Charged one micro-unit each (a slice holds 1e7 of them, so the loop bound stops first);
+    // the stats count the units asked for.
     expect(n).toBe(200_000);
-    expect(limiter.stats().admittedUnits).toBe(0.2);
-    // The slice holds 10 units: 0.2 used, ninety-eight 0.1-unit costs fill it exactly, with no float drift.
+    expect(limiter.stats().admittedUnits).toBeCloseTo(2e-4, 12);
+    // The slice holds 10 units: 0.2 charged, ninety-eight 0.1-unit costs fill it exactly, with no float drift.
     for (let i = 0; i < 98; i++) expect(limiter.tryAcquire(0.1)).toBe(true);
     expect(limiter.tryAcquire(0.1)).toBe(false);
   });
@@ -307,7 +390,8 @@ describe("backend constructors", () => {
       configError(() => new RedlockLeaseBackend({ clients: [a, a, b] }), "clients");
       configError(() => new RedlockLeaseBackend({ clients: loose([a, b, "c"]) }), "clients[2]");
       configError(() => new RedlockLeaseBackend({ clients: [a, b, c], keyPrefix: "{" }), "keyPrefix");
-      configError(() => new RedlockLeaseBackend({ clients: [a, b, c], driftFactor: loose("0.01") }), "driftFactor");
+      // The clock drift is the plan's, set on the limiter: Redlock refuses one of its own.
+      configError(() => new RedlockLeaseBackend({ clients: [a, b, c], ...loose<object>({ driftFactor: 0.01 }) }), "driftFactor");
       configError(() => new RedlockLeaseBackend({ clients: [a, b, c], retryCount: -1 }), "retryCount");
     } finally {
       for (const x of [a, b, c]) x.disconnect();
@@ -323,6 +407,193 @@ describe("backend constructors", () => {
   });
 });
 
+/** A valid plan for backend calls. */
+const CALL_PLAN = validatePlan({ limit: 100, intervalMs: 1000, partitions: 10, leaseTtlMs: 3000 });
+
+function holderRecord(extra: Record<string, unknown> = {}): HolderRecord {
+  return loose<HolderRecord>({ holderId: "h-1", pool: null, wants: 1, weight: 1, reserve: 0, held: [], demand: 0, rate: 0, ...extra });
+}
+
+/**
+ * Feeds a backend the bad arguments a plain-JS caller (or a CLI script) could give its entry
+ * points: plans that fail validation name the plan field (as "plan.<field>"), holder records name
+ * theirs, and candidates that are no partition are never granted.
+ */
+async function badBackendCalls(backend: LeaseBackend, resource: string): Promise<void> {
+  const badPlans: Array<[string, unknown]> = [
+    ["plan", undefined], ["plan", null], ["plan", "limit=5"], ["plan", [CALL_PLAN]],
+    ["plan.limit", { ...CALL_PLAN, limit: -1 }], ["plan.limit", { ...CALL_PLAN, limit: "100" }],
+    ["plan.intervalMs", { ...CALL_PLAN, intervalMs: 0.5 }], ["plan.partitions", { ...CALL_PLAN, partitions: 0 }],
+    ["plan.pools", { ...CALL_PLAN, pools: { ingest: 11 } }], ["plan.pools.ingest", { ...CALL_PLAN, pools: { ingest: "2" } }],
+    ["plan.pools", { ...CALL_PLAN, pools: { "a:b": 1 } }], ["plan.leaseTtlMs", { ...CALL_PLAN, leaseTtlMs: 50 }],
+    ["plan.leaseTtlMs", { ...CALL_PLAN, leaseTtlMs: 3000.5 }], ["plan.slicesPerInterval", { ...CALL_PLAN, slicesPerInterval: 0 }],
+    ["plan.jitterMs", { ...CALL_PLAN, jitterMs: -1 }], ["plan.driftFactor", { ...CALL_PLAN, driftFactor: 0.5 }],
+  ];
+  for (const [option, plan] of badPlans) {
+    await rejectsConfig(backend.ensurePlan(resource, loose(plan), {}), option);
+    await rejectsConfig(backend.replacePlan(resource, loose(plan), {}), option);
+  }
+  // None of them stored anything.
+  expect(await backend.readPlan(resource, {})).toBeNull();
+  const stored = await backend.ensurePlan(resource, CALL_PLAN, { history: "fresh" });
+  const badHolders: Array<[string, Record<string, unknown>]> = [
+    ["holder.holderId", { holderId: "has space" }], ["holder.holderId", { holderId: "" }], ["holder.holderId", { holderId: 7 }],
+    ["holder.pool", { pool: 3 }], ["holder.wants", { wants: -1 }], ["holder.wants", { wants: 11 }], ["holder.wants", { wants: 1.5 }],
+    ["holder.weight", { weight: 0 }], ["holder.weight", { weight: "1" }], ["holder.reserve", { reserve: 11 }],
+    ["holder.held", { held: "0" }], ["holder.held[1]", { held: [0, 10] }], ["holder.held[0]", { held: [-1] }],
+    ["holder.demand", { demand: NaN }], ["holder.rate", { rate: -1 }],
+  ];
+  for (const [option, extra] of badHolders) {
+    await rejectsConfig(backend.heartbeat({ resource, plan: stored, holder: holderRecord(extra), leases: [] }, {}), option);
+  }
+  await rejectsConfig(backend.heartbeat({ resource, plan: stored, holder: loose(null), leases: [] }, {}), "holder");
+  // Candidates that are no partition of the plan are skipped, never granted.
+  const junk = loose<number[]>([NaN, -1, 1.5, 10, 1e20, Infinity, -0.5, "3", null]);
+  expect(await backend.tryAcquire({ resource, plan: stored, candidates: junk, holderId: "h-1" }, {})).toEqual({ kind: "taken" });
+  expect((await backend.inspect(resource, {})).partitions.filter((p) => p.holderId !== null)).toEqual([]);
+  // Nothing was published by the refused heartbeats.
+  expect((await backend.inspect(resource, {})).holders).toEqual([]);
+}
+
+describe("backend calls with bad arguments", () => {
+  test("MemoryLeaseBackend: plans, holder records and candidates", async () => {
+    await badBackendCalls(new MemoryLeaseBackend({ clock: new VirtualClock(1000) }), "bad-calls");
+  });
+});
+
+describe("plan validation without a limiter (the CLI's and scripts' path)", () => {
+  const junk: fc.Arbitrary<unknown> = fc.oneof(
+    fc.constant(undefined), fc.constant(null), fc.boolean(), fc.string({ maxLength: 8 }), fc.double(),
+    fc.integer({ min: -10, max: 100_000 }), fc.constantFrom(NaN, Infinity, -Infinity, -0, 1e-9, 1e308, 2 ** 50, 2 ** 50 + 1),
+    fc.array(fc.integer(), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 6 }), fc.integer({ min: -2, max: 12 }), { maxKeys: 3 }),
+  );
+  const mostly = (...valid: Array<fc.Arbitrary<unknown>>) => fc.oneof({ arbitrary: fc.oneof(...valid), weight: 12 }, { arbitrary: junk, weight: 1 });
+  const planInput = fc.record<Record<string, unknown>>(
+    {
+      limit: mostly(fc.integer({ min: 1, max: 1_000_000 }), fc.double({ min: 1e-3, max: 1e12, noNaN: true })),
+      // From 5 ms, the default jitterMs: below it see the known bug further down. Long intervals
+      // mostly fail the margin rule (the TTL is at most 60 s), so they are drawn less often.
+      intervalMs: mostly(fc.integer({ min: 5, max: 5_000 }), fc.integer({ min: 5, max: 5_000 }), fc.integer({ min: 5, max: 86_400_000 })),
+      partitions: mostly(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 10_000 })),
+      pools: mostly(fc.constant({}), fc.constant({ ingest: 1 }), fc.dictionary(fc.constantFrom("a", "b.c", "d-e_f"), fc.integer({ min: 1, max: 4 }), { maxKeys: 3 })),
+      slicesPerInterval: mostly(fc.integer({ min: 1, max: 1000 })),
+      leaseTtlMs: mostly(fc.integer({ min: 100, max: 60_000 })),
+      jitterMs: mostly(fc.integer({ min: 0, max: 100 }), fc.double({ min: 0, max: 100, noNaN: true })),
+      driftFactor: mostly(fc.double({ min: 0, max: 0.1, noNaN: true })),
+    },
+    { requiredKeys: ["limit", "intervalMs", "partitions"] },
+  );
+
+  test("validatePlan: a ConfigError naming a plan field, or a plan whose stored text decodes to itself and is canonical (2,000 cases)", () => {
+    let valid = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(planInput, fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), (input, epoch) => {
+        let plan: Plan;
+        try {
+          plan = validatePlan(loose(input), "plan.");
+        } catch (error) {
+          refused++;
+          if (!ConfigError.is(error)) throw error;
+          const option = error.option.startsWith("plan.pools.") ? "plan.pools" : error.option;
+          if (!PLAN_OPTIONS.has(option)) throw new Error(`ConfigError names no plan field: ${error.option}`);
+          expect(error.message).toContain(error.allowed);
+          return;
+        }
+        valid++;
+        // What the safety argument needs holds for every plan that passes.
+        expect(minimumSafetyMarginMs(plan) * 2).toBeLessThanOrEqual(plan.leaseTtlMs);
+        expect(Object.values(plan.pools).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(plan.partitions);
+        // Validation is idempotent, and the stored text is the one canonical spelling.
+        expect(canonicalPlan(validatePlan(plan))).toBe(canonicalPlan(plan));
+        const text = encodeStoredPlan({ plan, epoch });
+        const decoded = decodeStoredPlan(text);
+        expect(decoded.kind).toBe("plan");
+        if (decoded.kind !== "plan") return;
+        expect(decoded.stored.epoch).toBe(epoch);
+        expect(encodeStoredPlan(decoded.stored)).toBe(text);
+      }),
+      { numRuns: 2000, seed: 4_242 },
+    );
+    expect(valid).toBeGreaterThan(300);
+    expect(refused).toBeGreaterThan(300);
+  });
+
+  // Remove `.failing` once fixed: this test then fails, as a reminder.
+  test.failing("KNOWN BUG (src/contract/plan.ts): intervalMs below the default jitterMs (5) passes validatePlan with jitterMs 5, a plan its own stored text cannot be read back as", () => {
+    const plan = validatePlan({ limit: 100, intervalMs: 2, partitions: 1 });
+    expect(decodeStoredPlan(encodeStoredPlan({ plan, epoch: 1 })).kind).toBe("plan");
+  });
+
+  test("decodeStoredPlan never throws, and accepts a text only in its canonical spelling (3,000 mangled texts)", () => {
+    const canonical = encodeStoredPlan({ plan: CALL_PLAN, epoch: 3 });
+    const mangled = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.json(),
+      // One character replaced, a cut, or text inserted somewhere in a canonical text.
+      fc.tuple(fc.nat({ max: canonical.length - 1 }), fc.string({ minLength: 1, maxLength: 1 })).map(([i, c]) => canonical.slice(0, i) + c + canonical.slice(i + 1)),
+      fc.nat({ max: canonical.length }).map((i) => canonical.slice(0, i)),
+      fc.tuple(fc.nat({ max: canonical.length }), fc.constantFrom(" ", "0", ",", '"x":1,', "\n", "e0")).map(([i, t]) => canonical.slice(0, i) + t + canonical.slice(i)),
+    );
+    let accepted = 0;
+    fc.assert(
+      fc.property(mangled, (text) => {
+        const decoded = decodeStoredPlan(text);
+        expect(["plan", "legacy", "unreadable"]).toContain(decoded.kind);
+        if (decoded.kind === "plan") {
+          accepted++;
+          expect(encodeStoredPlan(decoded.stored)).toBe(text);
+        }
+      }),
+      { numRuns: 3000, seed: 77 },
+    );
+    // Some one-character changes still spell a (different) canonical plan, e.g. another digit.
+    expect(accepted).toBeGreaterThan(0);
+    expect(decodeStoredPlan(canonical)).toEqual({ kind: "plan", stored: { plan: CALL_PLAN, epoch: 3 } });
+  });
+
+  test("holder records: a ConfigError naming a record field, or a record that survives its stored form; decoding never throws (2,000 cases)", () => {
+    const record = fc.record<Record<string, unknown>>({
+      holderId: mostly(fc.constantFrom("h-1", "host|pid-2", "x".repeat(200))),
+      pool: mostly(fc.constant(null), fc.constantFrom("ingest", "batch")),
+      wants: mostly(fc.integer({ min: 0, max: 10 })),
+      weight: mostly(fc.double({ min: 0.001, max: 1e6, noNaN: true })),
+      reserve: mostly(fc.integer({ min: 0, max: 10 })),
+      held: mostly(fc.array(fc.integer({ min: 0, max: 9 }), { maxLength: 4 })),
+      // Up to 2^50 (MAX_LIMIT), far beyond any real demand: encodeHolderRecord's rounding to
+      // thousandths overflows above ~1.8e305 (reported; displays only).
+      demand: mostly(fc.double({ min: 0, max: 2 ** 50, noNaN: true })),
+      rate: mostly(fc.double({ min: 0, max: 2 ** 50, noNaN: true })),
+    });
+    const fields = new Set(["holder", "holder.holderId", "holder.pool", "holder.wants", "holder.weight", "holder.reserve", "holder.held", "holder.demand", "holder.rate"]);
+    let valid = 0;
+    fc.assert(
+      fc.property(record, fc.string({ maxLength: 30 }), (input, garbage) => {
+        expect(() => decodeHolderRecord("h", garbage)).not.toThrow();
+        let checked: HolderRecord;
+        try {
+          checked = validateHolderRecord(loose(input), 10);
+        } catch (error) {
+          if (!ConfigError.is(error)) throw error;
+          if (!fields.has(error.option.replace(/\[\d+\]$/, ""))) throw new Error(`ConfigError names no record field: ${error.option}`);
+          return;
+        }
+        valid++;
+        const back = decodeHolderRecord(checked.holderId, encodeHolderRecord(checked));
+        expect(back).not.toBeNull();
+        // Compared as JSON: -0 is stored as 0, which is the same record.
+        expect(JSON.stringify({ ...back!, demand: 0, rate: 0 })).toBe(JSON.stringify({ ...checked, demand: 0, rate: 0 }));
+        // Rounded to thousandths (and to the precision of a double); junk values above 2^50 may be
+        // lost to the rounding's overflow (reported; displays only).
+        if (checked.demand <= 2 ** 50) expect(Math.abs(back!.demand - checked.demand)).toBeLessThanOrEqual(Math.max(0.0005, checked.demand * 1e-15));
+        if (checked.rate <= 2 ** 50) expect(Math.abs(back!.rate - checked.rate)).toBeLessThanOrEqual(Math.max(0.0005, checked.rate * 1e-15));
+      }),
+      { numRuns: 2000, seed: 99 },
+    );
+    expect(valid).toBeGreaterThan(300);
+  });
+});
+
 describe("plans that disagree", () => {
   test("two limiters with different plans on one backend: the second fails its waiters with PlanMismatchError", async () => {
     const clock = new VirtualClock(1000);
@@ -334,7 +605,9 @@ describe("plans that disagree", () => {
     await clock.advance(100);
     const error = await waiter;
     expect(error).toBeInstanceOf(PlanMismatchError);
-    expect((error as PlanMismatchError).message).toContain('"limit":200');
+    // It names the differing field with both values, and the ways out.
+    expect((error as PlanMismatchError).message).toContain("limit (stored 100, here 200)");
+    expect((error as PlanMismatchError).message).toContain("followPlan");
     // Later calls fail with the same cause, not a bare "closed".
     await expect(second.acquire(1)).rejects.toBeInstanceOf(PlanMismatchError);
     expect(() => second.tryAcquire(1)).toThrow(PlanMismatchError);
@@ -375,10 +648,16 @@ describe("a real Redis", () => {
   test("a plan key corrupted by hand: ensurePlan rejects with PlanMismatchError and the limiter fails its waiters with it", async () => {
     const admin = await connect();
     const backend = new RedisLeaseBackend({ client: await connect(), keyPrefix: PREFIX });
-    for (const [i, garbage] of ["not json", '{"limit":"x"}', "", '{"intervalMs":1000,"limit":100,"partitions":0,"pools":{}}'].entries()) {
+    const canonical = encodeStoredPlan({ plan: validatePlan({ limit: 100, intervalMs: 1000, partitions: 4, leaseTtlMs: 600 }), epoch: 1 });
+    const corrupt = [
+      "not json", '{"limit":"x"}', "", '{"intervalMs":1000,"limit":100,"partitions":0,"pools":{}}',
+      // The limiter's own plan, but not in the canonical spelling: refused, not followed in a loop.
+      canonical.replace('"epoch":1,', '"epoch": 1, '), canonical.replace('"limit":100', '"limit":100.0'),
+    ];
+    for (const [i, garbage] of corrupt.entries()) {
       const resource = `corrupt-${i}`;
       await admin.set(`${PREFIX}{${resource}}:plan`, garbage);
-      await expect(backend.ensurePlan(resource, { limit: 100, intervalMs: 1000, partitions: 4, pools: {} }, { graceMs: 0, timeoutMs: 2000 }))
+      await expect(backend.ensurePlan(resource, validatePlan({ limit: 100, intervalMs: 1000, partitions: 4, leaseTtlMs: 600 }), { history: "fresh", timeoutMs: 2000 }))
         .rejects.toBeInstanceOf(PlanMismatchError);
       const limiter = new PartitionedRateLimiter({ resource, limit: 100, intervalMs: 1000, partitions: 4, backend, leaseTtlMs: 600 });
       const error = await limiter.acquire(1, { timeoutMs: 5000 }).catch((e: unknown) => e);
@@ -391,11 +670,19 @@ describe("a real Redis", () => {
     }
   });
 
+  test("bad arguments to the backend's calls", async () => {
+    await badBackendCalls(new RedisLeaseBackend({ client: await connect(), keyPrefix: PREFIX }), "bad-calls");
+  });
+
   test("odd but legal names stay inside the key prefix (SCAN after the run)", async () => {
     const admin = await connect();
     await admin.flushall();
     const backend = new RedisLeaseBackend({ client: await connect(), keyPrefix: PREFIX });
-    for (const resource of ["a..b", "A-Z_0.9", "x".repeat(128), "1"]) await runBriefly(resource, backend);
+    for (const resource of ["a..b", "A-Z_0.9", "x".repeat(128), "1"]) {
+      // A server this test started never granted on the resource: no grace.
+      await precreatePlan(backend, resource, { limit: 100, intervalMs: 1000, partitions: 4, leaseTtlMs: 600, jitterMs: 0 });
+      await runBriefly(resource, backend);
+    }
     const keys: string[] = [];
     let cursor = "0";
     do {
@@ -405,7 +692,7 @@ describe("a real Redis", () => {
     } while (cursor !== "0");
     expect(keys.length).toBeGreaterThan(0);
     expect(keys.filter((k) => !k.startsWith(PREFIX))).toEqual([]);
-    // Only the plan, grace and fence keys remain: close() released every partition.
+    // Only the plan and its bookkeeping keys remain: close() released every partition.
     expect(keys.filter((k) => /:p:\d+$/.test(k))).toEqual([]);
   });
 
@@ -465,6 +752,10 @@ describe("fuzzed constructor options", () => {
       // Never undefined: that would put the limiter on real time.
       clock: fc.oneof({ arbitrary: fc.constant(CLOCK), weight: 14 }, { arbitrary: junk.filter((v) => v !== undefined), weight: 1 }),
       signal: mostly(fc.constant(new AbortController().signal), fc.constant(AbortSignal.abort())),
+      followPlan: mostly(fc.boolean()),
+      weight: mostly(fc.double({ min: 0.01, max: 100, noNaN: true }), fc.constant(1)),
+      reserve: mostly(fc.integer({ min: 0, max: 4 })),
+      random: mostly(fc.constant(Math.random), fc.constant(() => 0.5)),
     };
     const required = ["resource", "limit", "intervalMs", "partitions", "backend", "clock"] as const;
     let built = 0;
@@ -488,9 +779,6 @@ describe("fuzzed constructor options", () => {
           return;
         }
         built++;
-        // Store the plan first, without grace, so the limiter can take leases within a short run.
-        const plan = { limit: input.limit as number, intervalMs: input.intervalMs as number, partitions: input.partitions as number, pools: (input.pools ?? {}) as Record<string, number> };
-        await backend.ensurePlan(limiter.resource, plan, { graceMs: 0 });
         if (!limiter.stats().closed) expect(typeof limiter.tryAcquire(1e-6)).toBe("boolean");
         await clock.advance(300);
         if (!limiter.stats().closed) limiter.tryAcquire(1e-6);
@@ -499,7 +787,7 @@ describe("fuzzed constructor options", () => {
         await clock.advance(200_000);
         await closing;
         // Closed cleanly: every lease released, no timer left.
-        const held = (await backend.inspect(limiter.resource, {})).filter((p) => p.holderId !== null);
+        const held = (await backend.inspect(limiter.resource, {})).partitions.filter((p) => p.holderId !== null);
         expect(held).toEqual([]);
         expect(clock.pendingTimers).toBe(0);
       }),

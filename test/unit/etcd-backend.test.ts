@@ -5,317 +5,436 @@ import { ConfigError } from "../../src/errors/config-error.js";
 import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import { EtcdLeaseBackend } from "../../src/lease-backends/etcd.js";
-import type { Lease } from "../../src/contract/lease-backend.js";
-import type { Plan } from "../../src/contract/plan.js";
-import { startEtcd, type EtcdServer } from "../support/servers/etcd.js";
+import type { AcquireResult, HolderRecord, Lease } from "../../src/contract/lease-backend.js";
+import { validatePlan, type Plan } from "../../src/contract/plan.js";
+import { startEtcd, untilGranting, type EtcdServer } from "../support/servers/etcd.js";
+import { TcpProxy } from "../support/tcp-proxy.js";
 
-// Real etcd on free ports, started and killed by this file (it pauses, kills and wipes it).
-const PLAN: Plan = { limit: 100, intervalMs: 1000, partitions: 10, pools: {} };
+// A real etcd on free ports, started by this file (it pauses, kills, wipes and restores it), on
+// real time with 2 s leases.
 const TTL = 2000;
+const PLAN: Plan = validatePlan({ limit: 100, intervalMs: 1000, partitions: 10, leaseTtlMs: TTL });
+const opts = { timeoutMs: 5000 };
 let server: EtcdServer;
 const clients: Etcd3[] = [];
+const proxies: TcpProxy[] = [];
 let counter = 0;
 
-function connect(options: { defaults?: boolean } = {}): Etcd3 {
-  const client = options.defaults
-    ? new Etcd3({ hosts: server.endpoint })
-    : new Etcd3({ hosts: server.endpoint, faultHandling: { host: () => noop, global: noop } });
+/** A TcpProxy in front of the server, stopped after the file (a listening proxy keeps jest alive). */
+async function proxied(): Promise<{ proxy: TcpProxy; client: Etcd3 }> {
+  const proxy = new TcpProxy(Number(new URL(server.endpoint).port));
+  proxies.push(proxy);
+  return { proxy, client: connect({ port: await proxy.start() }) };
+}
+
+function connect(options: { defaults?: boolean; port?: number } = {}): Etcd3 {
+  const hosts = options.port ? `http://127.0.0.1:${options.port}` : server.endpoint;
+  const client = options.defaults ? new Etcd3({ hosts }) : new Etcd3({ hosts, faultHandling: { host: () => noop, global: noop } });
   clients.push(client);
   return client;
 }
 
-/** Counts the RPCs a backend sends (a spy on the real client: every call still reaches etcd). */
+const RPCS = { kv: ["txn", "range"], leaseClient: ["leaseGrant", "leaseRevoke", "leaseKeepAlive", "leaseTimeToLive"] } as const;
+
+/** Counts the RPCs a client sends (a spy on the real client: every call still reaches etcd). */
 function countRpcs(client: Etcd3): Record<string, number> {
   const counts: Record<string, number> = {};
-  const spy = (target: object, methods: string[]) => {
-    const table = target as Record<string, (...args: unknown[]) => unknown>;
+  for (const [service, methods] of Object.entries(RPCS)) {
+    const target = client[service as keyof typeof RPCS] as unknown as Record<string, (...args: unknown[]) => unknown>;
     for (const method of methods) {
-      const original = table[method]!.bind(target);
+      const original = target[method]!.bind(target);
       counts[method] = 0;
-      table[method] = (...args: unknown[]) => {
+      target[method] = (...args: unknown[]) => {
         counts[method]!++;
         return original(...args);
       };
     }
-  };
-  spy(client.kv, ["txn", "range", "put", "deleteRange"]);
-  spy(client.leaseClient, ["leaseGrant", "leaseRevoke", "leaseKeepAlive", "leaseTimeToLive"]);
+  }
   return counts;
 }
 
-function total(counts: Record<string, number>): number {
-  return Object.values(counts).reduce((a, b) => a + b, 0);
-}
-
-function reset(counts: Record<string, number>): void {
+/** The non-zero counts, then resets them. */
+function take(counts: Record<string, number>): Record<string, number> {
+  const out = Object.fromEntries(Object.entries(counts).filter(([, n]) => n > 0));
   for (const k of Object.keys(counts)) counts[k] = 0;
+  return out;
 }
 
-async function newResource(backend: EtcdLeaseBackend): Promise<string> {
+async function newResource(backend: EtcdLeaseBackend, plan: Plan = PLAN): Promise<string> {
   const resource = `unit-${process.pid}-${++counter}`;
-  await backend.ensurePlan(resource, PLAN, { graceMs: 0, timeoutMs: 5000 });
+  await backend.ensurePlan(resource, plan, { history: "fresh", ...opts });
   return resource;
 }
 
+const acquire = (backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h", epoch = 1): Promise<AcquireResult> =>
+  backend.tryAcquire({ resource, epoch, candidates, holderId, ttlMs: TTL }, opts);
+
+async function lease(backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h"): Promise<Lease> {
+  const result = await acquire(backend, resource, candidates, holderId);
+  if (result.kind !== "granted") throw new Error(`expected a grant, got ${JSON.stringify(result)}`);
+  return result.lease;
+}
+
+const record = (holderId: string, held: number[]): HolderRecord => ({ holderId, pool: null, wants: held.length, weight: 1, reserve: 0, held, demand: 0, rate: 0 });
+const beat = (backend: EtcdLeaseBackend, resource: string, holderId: string, leases: Lease[]) =>
+  backend.heartbeat({ resource, epoch: 1, holder: record(holderId, leases.map((l) => l.partition)), leases, ttlMs: TTL }, opts);
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const opts = { timeoutMs: 5000 };
 
 function report(line: string): void {
   process.stdout.write(`[etcd figures] ${line}\n`);
 }
 
+/** Retries `fn` while etcd is coming back (connection errors, timeouts), for up to 10 s. */
+async function whenBack<T>(fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (Date.now() > deadline || !(BackendError.is(error) || TimeoutError.is(error))) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+/** The server key (`<prefix>.server`): the cluster ID it holds and the lease it is on. */
+async function serverKey(client: Etcd3, prefix = "partitioned-rate-limiter/"): Promise<{ value: string; lease: string } | null> {
+  const kv = (await client.kv.range({ key: Buffer.from(`${prefix}.server`) })).kvs[0];
+  return kv ? { value: kv.value.toString(), lease: kv.lease } : null;
+}
+
 beforeAll(async () => {
   server = await startEtcd();
+  report(`fresh etcd: first grant after ${await untilGranting(new EtcdLeaseBackend({ client: connect() }), TTL)} ms (the server clock must run one TTL)`);
 }, 120_000);
 
 afterAll(async () => {
+  await Promise.all(proxies.map((p) => p.stop()));
   for (const client of clients) client.close();
   await server?.stop();
 });
 
 describe("EtcdLeaseBackend", () => {
-  test("rejects TTLs etcd cannot express with a ConfigError naming leaseTtlMs", async () => {
+  test("refuses what etcd cannot honour with a ConfigError naming the option", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });
-    const resource = await newResource(backend);
-    for (const ttl of [1000, 1500, 2500, 0, -2000, Number.NaN]) {
-      const error = await backend.tryAcquire(resource, [0], "h", ttl, opts).catch((e: unknown) => e);
-      expect(ConfigError.is(error)).toBe(true);
-      expect((error as ConfigError).option).toBe("leaseTtlMs");
+    expect(backend.leaseTtlRule).toMatchObject({ minMs: 2000, maxMs: 60_000, stepMs: 1000 });
+    for (const leaseTtlMs of [1000, 2500]) {
+      const plan = { ...PLAN, leaseTtlMs };
+      await expect(backend.ensurePlan("unit-bad-ttl", plan, opts)).rejects.toMatchObject({ code: "ERR_CONFIG", option: "plan.leaseTtlMs" });
     }
-    const lease = await backend.tryAcquire(resource, [0], "h", TTL, opts);
-    // An etcd lease keeps its TTL: renewing for longer than it was granted is refused.
-    await expect(backend.renew(lease!, 3000, opts)).rejects.toMatchObject({ code: "ERR_CONFIG", option: "leaseTtlMs" });
-    expect(await backend.renew(lease!, TTL, opts)).toBe(true);
+    const resource = await newResource(backend);
+    const error = await backend.tryAcquire({ resource, epoch: 1, candidates: [0], holderId: "h", ttlMs: 3000 }, opts).catch((e: unknown) => e);
+    expect(ConfigError.is(error) && error.option).toBe("ttlMs");
     expect(() => new EtcdLeaseBackend({ client: undefined as unknown as Etcd3 })).toThrow(ConfigError);
+    expect(() => new EtcdLeaseBackend({ client: connect(), prefix: "x".repeat(201) })).toThrow(ConfigError);
   });
 
-  test("round trips: tryAcquire 1 (txn + keepalive in parallel), renew 1, release 1", async () => {
-    const client = connect();
+  test("RPCs and sequential round trips per operation", async () => {
+    const { proxy, client } = await proxied();
     const counts = countRpcs(client);
     const backend = new EtcdLeaseBackend({ client });
-    const resource = await newResource(backend);
-    reset(counts);
+    const other = new EtcdLeaseBackend({ client: connect() });
+    // Large against the noise of a loaded 2-core machine (GC, scheduling: tens of ms).
+    const ONE_WAY = 100;
+    const rtt = 2 * ONE_WAY;
+    /**
+     * Runs `fn` on the delayed connection and checks its RPCs and its sequential round trips: each
+     * costs one RTT, and local work plus the machine's noise add less than one more.
+     */
+    const measure = async <T>(what: string, fn: () => Promise<T>, rpcs: Record<string, number>, trips: number): Promise<T> => {
+      take(counts);
+      proxy.setDelay(ONE_WAY);
+      const started = performance.now();
+      const result = await fn();
+      const ms = performance.now() - started;
+      proxy.setDelay(0);
+      const seen = take(counts);
+      report(`${what}: ${JSON.stringify(seen)}, ${ms.toFixed(0)} ms = ${(ms / rtt).toFixed(2)} RTT of ${rtt} ms`);
+      expect({ what, seen }).toEqual({ what, seen: rpcs });
+      expect({ what, trips: Math.floor(ms / rtt) }).toEqual({ what, trips });
+      return result;
+    };
 
-    // The first acquire of a holder grants its etcd lease first: 2 sequential requests.
-    const first = await backend.tryAcquire(resource, [0], "rt-holder", TTL, opts);
-    expect(first?.partition).toBe(0);
-    expect(counts).toMatchObject({ leaseGrant: 1, txn: 1 });
-    expect(total(counts)).toBe(2);
+    // Connection and per-service client setup (handshakes through the delay) are not part of any
+    // operation: one cycle of every call on a throwaway resource first.
+    for (const b of [backend, other]) {
+      const warm = await newResource(b);
+      const l = await lease(b, warm, [0], "warm");
+      await beat(b, warm, "warm", [l]);
+      await b.release(l, opts);
+      await b.inspect(warm, opts);
+    }
+    const resource = await measure("ensurePlan, new resource, history fresh", () => newResource(backend), { txn: 2 }, 2);
+    await measure("ensurePlan, stored plan", () => backend.ensurePlan(resource, PLAN, opts), { txn: 1 }, 1);
+    await measure("readPlan", () => backend.readPlan(resource, opts), { range: 1 }, 1);
+    const a = await measure("tryAcquire, granted", () => lease(backend, resource, [0, 1]), { leaseGrant: 1, txn: 1, leaseTimeToLive: 1 }, 3);
+    await lease(other, resource, [5]);
+    expect(await measure("tryAcquire, taken", () => acquire(backend, resource, [0, 5]), { leaseGrant: 1, txn: 1, leaseRevoke: 1 }, 3)).toEqual({ kind: "taken" });
+    const leases = [a];
+    for (let p = 1; p < 5; p++) leases.push(await lease(backend, resource, [p]));
+    const first = await measure("heartbeat, first of a holder, 5 leases", () => beat(backend, resource, "h", leases), { leaseGrant: 1, txn: 1, leaseKeepAlive: 1 }, 2);
+    expect(first.renewed).toEqual([true, true, true, true, true]);
+    const steady = await measure("heartbeat, 5 leases", () => beat(backend, resource, "h", leases), { txn: 1, leaseKeepAlive: 1 }, 1);
+    expect(steady.renewed).toEqual([true, true, true, true, true]);
+    await measure("release", () => backend.release(leases.pop()!, opts), { txn: 1 }, 1);
+    const state = await measure("inspect (5 distinct leases + record + clock)", () => backend.inspect(resource, opts), { txn: 1, leaseTimeToLive: 7 }, 2);
+    expect(state.partitions.filter((s) => s.holderId !== null).map((s) => [s.partition, s.fencingToken === null])).toEqual([0, 1, 2, 3, 5].map((p) => [p, false]));
+    const next = validatePlan({ ...PLAN, limit: 50 });
+    await measure("replacePlan", () => backend.replacePlan(resource, next, opts), { txn: 3, leaseGrant: 1 }, 4);
+    await measure("tryAcquire during a grace", () => acquire(backend, resource, [9], "h", 2), { leaseGrant: 1, txn: 1, leaseTimeToLive: 1, leaseRevoke: 1 }, 4);
+    await measure("deletePlan", () => backend.deletePlan(resource, opts), { txn: 3, leaseGrant: 1 }, 4);
 
-    // Later acquires: one transaction with nested first-free candidates, and a keepalive sent with it.
-    reset(counts);
-    const second = await backend.tryAcquire(resource, [0, 1, 2], "rt-holder", TTL, opts);
-    expect(second?.partition).toBe(1);
-    expect(counts).toMatchObject({ txn: 1, leaseKeepAlive: 1 });
-    expect(total(counts)).toBe(2);
-
-    reset(counts);
-    expect(await backend.renew(second!, TTL, opts)).toBe(true);
-    expect(counts).toMatchObject({ leaseKeepAlive: 1, range: 1 });
-    expect(total(counts)).toBe(2);
-
-    // Not the last partition on the etcd lease: a compare-value delete.
-    reset(counts);
-    await backend.release(second!, opts);
-    expect(counts).toMatchObject({ txn: 1 });
-    expect(total(counts)).toBe(1);
-
-    // The last partition: a revoke, which deletes the key with the lease.
-    reset(counts);
-    await backend.release(first!, opts);
-    expect(counts).toMatchObject({ leaseRevoke: 1 });
-    expect(total(counts)).toBe(1);
-    expect(await backend.renew(first!, TTL, opts)).toBe(false);
-    expect((await backend.inspect(resource, opts)).every((s) => s.holderId === null)).toBe(true);
-
-    reset(counts);
-    await backend.inspect(resource, opts);
-    report(`inspect with no holders: ${total(counts)} request(s) ${JSON.stringify(counts)}`);
-
-    // Latency of each steady-state call against this local etcd (2 cores, shared machine).
+    // Latency on the direct connection (2 cores shared with other work): means over 30 runs.
+    const direct = new EtcdLeaseBackend({ client: connect() });
+    const r2 = await newResource(direct);
+    const held = [];
+    for (let p = 0; p < 9; p++) held.push(await lease(direct, r2, [p]));
+    const times = { tryAcquire: 0, heartbeat9: 0, release: 0 };
     const n = 30;
-    const times = { tryAcquire: 0, renew: 0, release: 0 };
     for (let i = 0; i < n; i++) {
-      const keep = await backend.tryAcquire(resource, [9], "rt-keep", TTL, opts); // keeps the etcd lease in use
       let t = performance.now();
-      const lease = await backend.tryAcquire(resource, [3], "rt-keep", TTL, opts);
+      const l = await lease(direct, r2, [9]);
       times.tryAcquire += performance.now() - t;
       t = performance.now();
-      await backend.renew(lease!, TTL, opts);
-      times.renew += performance.now() - t;
+      await beat(direct, r2, "h", held);
+      times.heartbeat9 += performance.now() - t;
       t = performance.now();
-      await backend.release(lease!, opts);
+      await direct.release(l, opts);
       times.release += performance.now() - t;
-      await backend.release(keep!, opts);
     }
-    report(
-      `mean latency over ${n}: tryAcquire ${(times.tryAcquire / n).toFixed(2)} ms, renew ${(times.renew / n).toFixed(2)} ms, release ${(times.release / n).toFixed(2)} ms`,
-    );
+    report(`direct, mean over ${n}: tryAcquire ${(times.tryAcquire / n).toFixed(2)} ms, heartbeat with 9 leases ${(times.heartbeat9 / n).toFixed(2)} ms, release ${(times.release / n).toFixed(2)} ms`);
+
+    // One keepalive stream carrying 20 lease IDs against 20 parallel streams of one.
+    const raw = connect();
+    const ids = await Promise.all(Array.from({ length: 20 }, async () => (await raw.leaseClient.leaseGrant({ TTL: 10 })).ID));
+    const keepAlive = async (batch: string[]) => {
+      const stream = await raw.leaseClient.leaseKeepAlive();
+      await new Promise<void>((resolve, reject) => {
+        let left = batch.length;
+        stream.on("data", () => --left === 0 && (stream.end(), resolve()));
+        stream.on("error", reject);
+        for (const ID of batch) stream.write({ ID });
+      });
+    };
+    const timeIt = async (fn: () => Promise<unknown>) => {
+      const t = performance.now();
+      for (let i = 0; i < n; i++) await fn();
+      return (performance.now() - t) / n;
+    };
+    await keepAlive(ids);
+    const one = await timeIt(() => keepAlive(ids));
+    const many = await timeIt(() => Promise.all(ids.map((id) => keepAlive([id]))));
+    report(`keepalive of 20 leases, mean over ${n}: one stream ${one.toFixed(2)} ms, 20 parallel streams ${many.toFixed(2)} ms`);
+  }, 60_000);
+
+  test("a partition its holder stops renewing expires by its own TTL while the holder's others are renewed", async () => {
+    const backend = new EtcdLeaseBackend({ client: connect() });
+    const other = new EtcdLeaseBackend({ client: connect() });
+    const resource = await newResource(backend);
+    const kept = await lease(backend, resource, [0], "leaky");
+    const dropped = await lease(backend, resource, [1], "leaky");
+    const grantedAt = Date.now();
+    let freedAfter: number | null = null;
+    while (Date.now() - grantedAt < 2.5 * TTL) {
+      expect((await beat(backend, resource, "leaky", [kept])).renewed).toEqual([true]);
+      const state = await other.inspect(resource, opts);
+      if (freedAfter === null && state.partitions[1]!.holderId === null) freedAfter = Date.now() - grantedAt;
+      await sleep(TTL / 5);
+    }
+    report(`unrenewed partition freed ${freedAfter} ms after its grant (TTL ${TTL} ms) while its sibling was renewed`);
+    expect(freedAfter).not.toBeNull();
+    expect(freedAfter!).toBeLessThan(TTL + 1000);
+    expect((await lease(other, resource, [1], "taker")).partition).toBe(1);
+    expect((await beat(backend, resource, "leaky", [kept, dropped])).renewed).toEqual([true, false]);
   });
 
   test("more candidates than one transaction holds still finds the first free one", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });
-    const resource = `unit-${process.pid}-${++counter}`;
-    const big: Plan = { limit: 1000, intervalMs: 1000, partitions: 100, pools: {} };
-    await backend.ensurePlan(resource, big, { graceMs: 0, timeoutMs: 5000 });
-    const other = new EtcdLeaseBackend({ client: connect() });
+    const resource = await newResource(backend, validatePlan({ limit: 1000, intervalMs: 1000, partitions: 100, leaseTtlMs: TTL }));
     const order = [...Array(100).keys()].reverse();
-    // Take the first 40 of the order with another holder, so the first free is deep in batch 2.
-    for (let i = 0; i < 40; i++) expect((await other.tryAcquire(resource, [order[i]!], "blocker", TTL, opts))?.partition).toBe(order[i]);
-    const lease = await backend.tryAcquire(resource, order, "deep", TTL, opts);
-    expect(lease?.partition).toBe(order[40]);
+    const blockers = await Promise.all(order.slice(0, 40).map((p) => lease(backend, resource, [p], "blocker")));
+    expect(blockers.map((l) => l.partition)).toEqual(order.slice(0, 40));
+    expect((await lease(backend, resource, order, "deep")).partition).toBe(order[40]);
   });
 
-  test("a partition its holder stops renewing is freed although its etcd lease is kept alive", async () => {
-    const backend = new EtcdLeaseBackend({ client: connect() });
-    const other = new EtcdLeaseBackend({ client: connect() });
-    const resource = await newResource(backend);
-    const kept = await backend.tryAcquire(resource, [0], "sweeper", TTL, opts);
-    const dropped = await backend.tryAcquire(resource, [1], "sweeper", TTL, opts);
-    expect(dropped?.partition).toBe(1);
-    // Renew only partition 0 for 2.5 TTLs; partition 1 must come free (per-partition lifetime).
-    const until = Date.now() + 2.5 * TTL;
-    let freedAt: number | null = null;
-    while (Date.now() < until) {
-      expect(await backend.renew(kept!, TTL, opts)).toBe(true);
-      const states = await other.inspect(resource, opts);
-      if (freedAt === null && states[1]!.holderId === null) freedAt = Date.now();
-      await sleep(TTL / 4);
+  test("a lost acquire reply (and a lost revoke) leaves nothing held beyond the TTL", async () => {
+    const { proxy, client } = await proxied();
+    const backend = new EtcdLeaseBackend({ client });
+    const observer = new EtcdLeaseBackend({ client: connect() });
+    const resource = await newResource(observer);
+    await backend.readPlan(resource, opts);
+    // The grant's reply arrives; the acquire transaction's reply is lost (its connection reset);
+    // then the network goes, so the revoke that would clean up is lost too.
+    const txn = client.kv.txn.bind(client.kv);
+    client.kv.txn = (...args: Parameters<typeof txn>) => {
+      proxy.resetOnNextReplies(1);
+      client.kv.txn = txn;
+      return txn(...args);
+    };
+    const revoke = client.leaseClient.leaseRevoke.bind(client.leaseClient);
+    client.leaseClient.leaseRevoke = (...args: Parameters<typeof revoke>) => {
+      proxy.blackhole();
+      client.leaseClient.leaseRevoke = revoke;
+      return revoke(...args);
+    };
+    const sentAt = Date.now();
+    const lost = await backend.tryAcquire({ resource, epoch: 1, candidates: [3], holderId: "lost", ttlMs: TTL }, { timeoutMs: 1000 }).then(() => null, (e: unknown) => e);
+    proxy.heal();
+    expect(BackendError.is(lost) || TimeoutError.is(lost)).toBe(true);
+    const heldBy = (await observer.inspect(resource, opts)).partitions[3]!.holderId;
+    let freeAfter: number | null = null;
+    while (freeAfter === null && Date.now() - sentAt < TTL + 2000) {
+      if ((await observer.inspect(resource, opts)).partitions[3]!.holderId === null) freeAfter = Date.now() - sentAt;
+      else await sleep(50);
     }
-    expect(freedAt).not.toBeNull();
-    expect(await other.tryAcquire(resource, [1], "other", TTL, opts)).toMatchObject({ partition: 1 });
-    expect(await backend.renew(dropped!, TTL, opts)).toBe(false);
-    expect(await backend.renew(kept!, TTL, opts)).toBe(true);
+    report(`lost acquire reply and lost revoke: partition 3 held by ${JSON.stringify(heldBy)} when the call failed, free ${freeAfter} ms after it was sent (TTL ${TTL} ms)`);
+    expect(heldBy).toBe("lost");
+    expect(freeAfter).not.toBeNull();
+    expect(freeAfter!).toBeGreaterThan(TTL - 500);
+    expect((await lease(observer, resource, [3], "next")).partition).toBe(3);
   });
 
-  test("fencing tokens are the key's create revision and grow across holders", async () => {
-    const backend = new EtcdLeaseBackend({ client: connect() });
-    const resource = await newResource(backend);
-    const seen: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const lease = await backend.tryAcquire(resource, [2], `fence-${i}`, TTL, opts);
-      const states = await backend.inspect(resource, opts);
-      expect(states[2]!.fencingToken).toBe(lease!.fencingToken);
-      seen.push(lease!.fencingToken!);
-      await backend.release(lease!, opts);
-    }
-    expect([...seen].sort((a, b) => a - b)).toEqual(seen);
-    expect(new Set(seen).size).toBe(seen.length);
-  });
-
-  test("close() revokes no lease that carries partitions and leaves the injected client open", async () => {
+  test("close() revokes its record leases, leaves partition leases to their TTL and the client open", async () => {
     const client = connect();
     const backend = new EtcdLeaseBackend({ client });
     const resource = await newResource(backend);
-    await backend.tryAcquire(resource, [4], "closer", TTL, opts);
+    const l = await lease(backend, resource, [4], "closer");
+    await beat(backend, resource, "closer", [l]);
     await backend.close();
     await expect(backend.readPlan(resource, opts)).rejects.toBeInstanceOf(BackendError);
-    const observer = new EtcdLeaseBackend({ client });
-    expect((await observer.inspect(resource, opts))[4]!.holderId).toBe("closer");
+    const state = await new EtcdLeaseBackend({ client }).inspect(resource, opts);
+    expect(state.partitions[4]!.holderId).toBe("closer");
+    expect(state.holders).toEqual([]);
   });
 
-  test("calls against a dead server fail within their timeout, and work again after", async () => {
-    const client = connect();
-    const backend = new EtcdLeaseBackend({ client });
+  test("a server that stops answering or dies fails calls by their timeout; after a restart grants wait one TTL, renewals do not", async () => {
+    const backend = new EtcdLeaseBackend({ client: connect() });
     const withDefaults = new EtcdLeaseBackend({ client: connect({ defaults: true }) });
     const resource = await newResource(backend);
     await withDefaults.readPlan(resource, opts);
-    // A TTL longer than the stall below, so the lease outlives it.
-    const LONG = 6000;
-    const lease = await backend.tryAcquire(resource, [0], "dead", LONG, opts);
-
-    const timed = async (b: EtcdLeaseBackend, op: "tryAcquire" | "renew" | "readPlan") => {
+    const held = await lease(backend, resource, [0], "survivor");
+    const timed = async (b: EtcdLeaseBackend, op: "tryAcquire" | "heartbeat" | "readPlan") => {
       const started = performance.now();
+      const short = { timeoutMs: 500 };
       const call =
         op === "tryAcquire"
-          ? b.tryAcquire(resource, [5], "dead", LONG, { timeoutMs: 500 })
-          : op === "renew"
-            ? b.renew(lease!, LONG, { timeoutMs: 500 })
-            : b.readPlan(resource, { timeoutMs: 500 });
+          ? b.tryAcquire({ resource, epoch: 1, candidates: [5], holderId: "x", ttlMs: TTL }, short)
+          : op === "heartbeat"
+            ? b.heartbeat({ resource, epoch: 1, holder: record("survivor", [0]), leases: [held], ttlMs: TTL }, short)
+            : b.readPlan(resource, short);
       const error = await call.then(() => null, (e: unknown) => e);
       return { error, ms: performance.now() - started };
     };
-
     server.pause();
     try {
-      for (const op of ["tryAcquire", "renew", "readPlan"] as const) {
+      for (const op of ["tryAcquire", "heartbeat", "readPlan"] as const) {
         const r = await timed(backend, op);
-        expect(r.error).toBeInstanceOf(TimeoutError);
-        expect(r.ms).toBeLessThan(1500);
-        report(`SIGSTOP'd server, ${op} timeoutMs 500: failed after ${r.ms.toFixed(0)} ms with ${(r.error as Error).name}`);
+        expect(TimeoutError.is(r.error)).toBe(true);
+        expect(r.ms).toBeLessThan(1000);
+        report(`SIGSTOP'd server, ${op}, timeoutMs 500: ${(r.error as Error).name} after ${r.ms.toFixed(0)} ms`);
       }
-      const d = await timed(withDefaults, "readPlan");
-      expect(d.error).toBeInstanceOf(TimeoutError);
-      report(`SIGSTOP'd server, default etcd3 fault handling, readPlan timeoutMs 500: failed after ${d.ms.toFixed(0)} ms`);
     } finally {
       server.resume();
     }
-    expect(await backend.renew(lease!, LONG, opts)).toBe(true);
-
     await server.kill();
+    const deadAt = Date.now();
     try {
-      for (const op of ["tryAcquire", "renew", "readPlan"] as const) {
+      for (const op of ["tryAcquire", "heartbeat", "readPlan"] as const) {
         const r = await timed(backend, op);
         expect(BackendError.is(r.error) || TimeoutError.is(r.error)).toBe(true);
-        expect(r.ms).toBeLessThan(1500);
-        report(`killed server, ${op} timeoutMs 500: failed after ${r.ms.toFixed(0)} ms with ${(r.error as Error).name}`);
+        expect(r.ms).toBeLessThan(1000);
+        report(`killed server, ${op}, timeoutMs 500: ${(r.error as Error).name} after ${r.ms.toFixed(0)} ms`);
       }
-      for (let i = 0; i < 4; i++) {
-        const d = await timed(withDefaults, "readPlan");
-        expect(BackendError.is(d.error) || TimeoutError.is(d.error)).toBe(true);
-        expect(d.ms).toBeLessThan(1500);
-        report(`killed server, default etcd3 fault handling, readPlan #${i + 1}: failed after ${d.ms.toFixed(0)} ms with ${(d.error as Error).name}`);
-      }
+      const d = await timed(withDefaults, "readPlan");
+      expect(BackendError.is(d.error) || TimeoutError.is(d.error)).toBe(true);
+      report(`killed server, etcd3 default fault handling, readPlan: ${(d.error as Error).name} after ${d.ms.toFixed(0)} ms`);
     } finally {
       await server.restart();
     }
-    // etcd persisted the lease: it survives a restart (etcd extends leases on recovery).
-    const started = Date.now();
-    let renewed: boolean | null = null;
-    while (renewed === null && Date.now() - started < 10_000) {
-      renewed = await backend.renew(lease!, LONG, { timeoutMs: 500 }).catch(() => null);
-    }
-    report(`after restart (data kept), first successful renew after ${Date.now() - started} ms: ${renewed}`);
-    expect(renewed).toBe(true);
-    const recover = Date.now();
-    let plan = null;
-    while (plan === null && Date.now() - recover < 15_000) plan = await withDefaults.readPlan(resource, { timeoutMs: 500 }).catch(() => null);
-    report(`after restart, default etcd3 fault handling recovered after ${Date.now() - recover} ms`);
-    expect(plan).toEqual(PLAN);
-  });
+    const backAt = Date.now();
+    // etcd kept the lease and revived it: the holder renews at once...
+    expect((await whenBack(() => beat(backend, resource, "survivor", [held]))).renewed).toEqual([true]);
+    report(`server down ${backAt - deadAt} ms; first renewal after the restart ${Date.now() - backAt} ms after it was back`);
+    // ...while nothing new is granted for one TTL: a restart cannot be told from a restore.
+    const first = await whenBack(() => acquire(backend, resource, [6], "newcomer"));
+    expect(first.kind).toBe("grace");
+    const waited = await untilGranting(backend, TTL);
+    report(`after a plain restart, grace of ${(first as { remainingMs: number }).remainingMs} ms reported; first grant ${Date.now() - backAt} ms after the restart (warm-up ${waited} ms)`);
+  }, 60_000);
 
-  test("after the server loses its state: PlanMissingError, old leases lost, grace on the new plan", async () => {
-    const backend = new EtcdLeaseBackend({ client: connect() });
+  test("a wiped data dir: PlanMissingError, renewals refused, the plan stored again gets a grace", async () => {
+    const client = connect();
+    const backend = new EtcdLeaseBackend({ client });
     const resource = await newResource(backend);
-    const old: Lease | null = await backend.tryAcquire(resource, [0, 1], "wiped", TTL, opts);
-    expect(old?.partition).toBe(0);
-
+    const old = await lease(backend, resource, [0, 1], "wiped");
+    const before = await serverKey(client);
     await server.restart({ wipe: true });
-    const retry = async <T>(fn: () => Promise<T>): Promise<T> => {
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        try {
-          return await fn();
-        } catch (error) {
-          if (Date.now() > deadline || !(BackendError.is(error) || TimeoutError.is(error))) throw error;
-          await sleep(100);
-        }
-      }
-    };
-    await expect(retry(() => backend.tryAcquire(resource, [0], "wiped", TTL, opts))).rejects.toBeInstanceOf(PlanMissingError);
-    expect(await retry(() => backend.renew(old!, TTL, opts))).toBe(false);
-    await backend.ensurePlan(resource, PLAN, { graceMs: 2000, timeoutMs: 5000 });
-    const graceStarted = Date.now();
-    expect(await backend.tryAcquire(resource, [0], "wiped", TTL, opts)).toBeNull();
-    let lease: Lease | null = null;
-    while (!lease && Date.now() - graceStarted < 10_000) {
-      lease = await backend.tryAcquire(resource, [0], "wiped", TTL, opts);
-      if (!lease) await sleep(100);
-    }
-    // The grace key's etcd lease is 2 s from its grant, which preceded the plan's store.
-    expect(Date.now() - graceStarted).toBeGreaterThanOrEqual(1500);
-    expect(lease?.partition).toBe(0);
-    // A new etcd lease was granted for the holder (the old one died with the state).
-    expect(lease!.token.split(".")[0]).not.toBe(old!.token.split(".")[0]);
+    await expect(whenBack(() => acquire(backend, resource, [0], "wiped"))).rejects.toBeInstanceOf(PlanMissingError);
+    expect(await whenBack(() => backend.readPlan(resource, opts))).toBeNull();
+    expect((await beat(backend, resource, "wiped", [old])).epoch).toBeNull();
+    const stored = await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
+    expect(stored.epoch).toBe(1);
+    const after = await serverKey(client);
+    report(`wiped data dir: cluster ID ${before?.value} before, ${after?.value} after (same flags)`);
+    const result = await acquire(backend, resource, [0], "wiped");
+    expect(result.kind).toBe("grace");
+    expect((result as { remainingMs: number }).remainingMs).toBeGreaterThan(TTL - 1000);
+    expect(await untilGranting(backend, TTL)).toBeGreaterThan(TTL - 1000);
+  }, 60_000);
+
+  test.each([["new"], ["same"]] as const)("restored from a snapshot with the %s cluster token: plan kept, grace of one TTL", async (token) => {
+    const client = connect();
+    const backend = new EtcdLeaseBackend({ client });
+    const resource = await newResource(backend);
+    const keep = await lease(backend, resource, [0], "before-snapshot");
+    const before = await serverKey(client);
+    const restore = await server.snapshot();
+    // Granted after the snapshot: forgotten by the restore while its holder may still use it.
+    const forgotten = await lease(backend, resource, [4], "after-snapshot");
+    await beat(backend, resource, "after-snapshot", [forgotten]);
+    await restore({ token });
+    const result = await whenBack(() => acquire(backend, resource, [4], "taker"));
+    const restoredAt = Date.now();
+    expect(result.kind).toBe("grace");
+    expect((result as { remainingMs: number }).remainingMs).toBeGreaterThan(TTL - 1500);
+    expect(await backend.readPlan(resource, opts)).toEqual({ plan: PLAN, epoch: 1 });
+    // A fresh instance (no memory of the later revision) is held back the same way.
+    const fresh = await acquire(new EtcdLeaseBackend({ client: connect() }), resource, [4], "fresh");
+    expect(fresh.kind).toBe("grace");
+    // The lease from before the snapshot came back, and with it its key; the later one is gone.
+    expect((await beat(backend, resource, "before-snapshot", [keep])).renewed).toEqual([true]);
+    expect((await beat(backend, resource, "after-snapshot", [forgotten])).renewed).toEqual([false]);
+    const after = await serverKey(client);
+    expect(after?.lease).not.toBe(before?.lease);
+    await untilGranting(backend, TTL);
+    report(
+      `restore with the ${token} token: cluster ID ${before?.value} -> ${after?.value}, server key rewritten; ` +
+        `first answer: grace of ${(result as { remainingMs: number }).remainingMs} ms; grants again ${Date.now() - restoredAt} ms after the restored etcd answered`,
+    );
+    expect(after?.value === before?.value).toBe(token === "same");
+    expect((await lease(backend, resource, [4], "taker")).partition).toBe(4);
+  }, 60_000);
+
+  test("a new resource starts at once when the server clock has run longer than its creation grace", async () => {
+    const backend = new EtcdLeaseBackend({ client: connect() });
+    // The clock has run for more than one TTL (earlier tests waited for it): history "lost" (a TTL) is covered.
+    await untilGranting(backend, TTL);
+    const resource = `unit-fast-${++counter}`;
+    const started = performance.now();
+    await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
+    const result = await acquire(backend, resource, [0]);
+    report(`new resource, history "lost", clock older than the TTL: first grant ${(performance.now() - started).toFixed(1)} ms after ensurePlan was called`);
+    expect(result.kind).toBe("granted");
+    // "unknown" needs the clock to have run 60 s; here it has not, so the full grace applies.
+    const unknown = `unit-fast-${++counter}`;
+    await backend.ensurePlan(unknown, PLAN, opts);
+    const waiting = await acquire(backend, unknown, [0]);
+    expect(waiting.kind).toBe("grace");
+    expect((waiting as { remainingMs: number }).remainingMs).toBeGreaterThan(55_000);
+    // A tombstone is a trace: a plan stored after deletePlan waits out the deletion grace.
+    await backend.deletePlan(resource, opts);
+    await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
+    expect((await acquire(backend, resource, [1], "h", 2)).kind).toBe("grace");
   });
 });

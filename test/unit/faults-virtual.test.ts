@@ -158,6 +158,13 @@ function recoveredAt(sim: Sim, from: number): number {
   return hit ? hit[0] : Infinity;
 }
 
+/** When every partition is held again after the holdings first dropped (after `from`). */
+function recoveredAfterDrop(sim: Sim, from: number): { droppedAt: number; recoveredAt: number } {
+  const drop = sim.held.find(([t, n]) => t > from && n < PARTITIONS);
+  if (!drop) return { droppedAt: Infinity, recoveredAt: Infinity };
+  return { droppedAt: drop[0], recoveredAt: recoveredAt(sim, drop[0]) };
+}
+
 /** Units admitted in [from, to). */
 function unitsIn(sim: Sim, from: number, to: number, proc?: number): number {
   return sim.admissions.filter((a) => a.t >= from && a.t < to && (proc === undefined || a.proc === proc)).length;
@@ -240,8 +247,12 @@ test("backend state loss: renewals are refused, nobody is granted anything durin
   await sim.runTo(22_000);
   const audit = await sim.finish();
   expect(audit.overLimitWindows).toBe(0);
-  const recovery = recoveredAt(sim, lostAt + 1) - lostAt;
-  // Renewals fail within ttl / 3, the re-created plan grants nothing for ttl, then a retry.
+  const { droppedAt, recoveredAt: back } = recoveredAfterDrop(sim, lostAt);
+  const recovery = back - lostAt;
+  // Renewals fail within ttl / 3; the holders re-create the plan vouching for its TTL (their last
+  // clean heartbeat is less than a TTL old), which grants nothing for one TTL; then a retry.
+  expect(droppedAt - lostAt).toBeLessThanOrEqual(TTL / 3 + 200);
+  expect(back - droppedAt).toBeGreaterThanOrEqual(TTL - 200);
   expect(recovery).toBeLessThanOrEqual(TTL / 3 + TTL + 1500);
   expect(sim.procs.reduce((s, p) => s + p.limiter.stats().leasesLost, 0)).toBeGreaterThan(0);
   row("backend state loss", audit, recovery);
@@ -271,7 +282,7 @@ test("failed renewals do not make the lease manager spin timers until its retry"
   const sim = await simulate(1);
   await sim.runTo(6000);
   expect(sim.procs[0]!.limiter.stats().heldPartitions).toBe(PARTITIONS);
-  sim.backend.failNext("renew", 1000);
+  sim.backend.failNext("heartbeat", 1000);
   const before = sim.procs[0]!.clock.timersSet;
   await sim.runTo(6000 + TTL);
   // Without load the limiter sets a few timers per renewal attempt and slice; a spin sets

@@ -7,7 +7,6 @@ import { VirtualClock } from "../../src/testing/virtual-clock.js";
 test("a waiter queued behind a pause longer than the lease TTL is admitted when the pause ends", async () => {
   const clock = new VirtualClock(1000);
   const backend = new MemoryLeaseBackend({ clock });
-  await backend.ensurePlan("pause", { limit: 10, intervalMs: 1000, partitions: 2, pools: {} }, { graceMs: 0 });
   const limiter = new PartitionedRateLimiter({ resource: "pause", limit: 10, intervalMs: 1000, partitions: 2, backend, clock, leaseTtlMs: 1000, minPartitions: 2 });
   await clock.advance(100);
   expect(limiter.capacity).toBe(10);
@@ -23,4 +22,17 @@ test("a waiter queued behind a pause longer than the lease TTL is admitted when 
   await clock.advance(1000);
   await closing;
   expect(clock.pendingTimers).toBe(0);
+});
+
+test("acquire() with a timeout shorter than a running pause fails at once, not at the timeout", async () => {
+  const clock = new VirtualClock(1000);
+  const limiter = new PartitionedRateLimiter({ resource: "pause-timeout", limit: 10, intervalMs: 1000, partitions: 2, backend: new MemoryLeaseBackend({ clock }), clock, leaseTtlMs: 1000, minPartitions: 2 });
+  await clock.advance(100);
+  limiter.pauseFor(5000);
+  const started = clock.now();
+  const error = await limiter.acquire(1, { timeoutMs: 300 }).catch((e: unknown) => e);
+  expect(clock.now()).toBe(started);
+  expect((error as Error).message).toMatch(/paused for 5000 ms more/);
+  void limiter.close();
+  await clock.advance(6000);
 });

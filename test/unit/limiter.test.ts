@@ -8,13 +8,13 @@ import { LimiterClosedError } from "../../src/errors/limiter-closed-error.js";
 import { QueueFullError } from "../../src/errors/queue-full-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import { ConfigError } from "../../src/errors/config-error.js";
+import { validatePlan } from "../../src/contract/plan.js";
+import { minimumSafetyMarginMs } from "../../src/contract/timing.js";
 
 /** A limiter on a fresh memory backend and virtual clock, holding `held` partitions once ready. */
 async function setup(options: Partial<PartitionedRateLimiterOptions> = {}) {
   const clock = new VirtualClock(1_000);
   const backend = new MemoryLeaseBackend({ clock });
-  const plan = { limit: 100, intervalMs: 1000, partitions: 10, pools: options.pools ?? {} };
-  await backend.ensurePlan("r", plan, { graceMs: 0 });
   const limiter = new PartitionedRateLimiter({
     resource: "r", limit: 100, intervalMs: 1000, partitions: 10, backend, clock, leaseTtlMs: 3000, ...options,
   });
@@ -143,13 +143,14 @@ describe("PartitionedRateLimiter", () => {
     limiter.on("released", (e) => released.push(e.partition));
     const closing = limiter.close();
     await expect(waiter).rejects.toBeInstanceOf(LimiterClosedError);
-    // Leases go back only after a quiet slice: the next holder starts with an empty history.
-    await clock.advance(50);
-    expect((await backend.inspect("r", {})).filter((s) => s.holderId).length).toBe(3);
+    // Leases go back only after two quiet slices (2 × 100.5 ms): the next holder starts with an
+    // empty history and a full bucket.
+    await clock.advance(150);
+    expect((await backend.inspect("r", {})).partitions.filter((s) => s.holderId).length).toBe(3);
     await clock.advance(100);
     await closing;
     expect(released).toHaveLength(3);
-    expect((await backend.inspect("r", {})).filter((s) => s.holderId)).toHaveLength(0);
+    expect((await backend.inspect("r", {})).partitions.filter((s) => s.holderId)).toHaveLength(0);
     expect(() => limiter.tryAcquire()).toThrow(LimiterClosedError);
     await expect(limiter.acquire()).rejects.toBeInstanceOf(LimiterClosedError);
     await close();
@@ -162,10 +163,11 @@ describe("PartitionedRateLimiter", () => {
     const lost: string[] = [];
     limiter.on("lost", (e) => lost.push(e.reason));
     backend.stall(); // every renewal hangs until its timeout
-    const deadline = 1000 + 3000 - limiter.stats().heldPartitions * 0; // acquired at ~1000 ms
-    await clock.advance(deadline - clock.now() - 200);
+    // Acquired (sent) at 1000 ms: usable until 1000 + ttl − margin, never renewed.
+    const validUntil = 1000 + 3000 - minimumSafetyMarginMs(validatePlan({ limit: 100, intervalMs: 1000, partitions: 10, leaseTtlMs: 3000 }));
+    await clock.advance(validUntil - clock.now() - 100);
     expect(limiter.tryAcquire(0.1)).toBe(true);
-    await clock.advance(400);
+    await clock.advance(200);
     expect(limiter.tryAcquire(0.001)).toBe(false);
     expect(limiter.capacity).toBe(0);
     expect(lost).toEqual(["expired"]);
@@ -180,18 +182,17 @@ describe("PartitionedRateLimiter", () => {
     expect(() => new PartitionedRateLimiter({ ...base, partitions: 2.5 })).toThrow(/partitions.*integer/);
     expect(() => new PartitionedRateLimiter({ ...base, minPartitions: 5, maxPartitions: 3 })).toThrow(/minPartitions/);
     expect(() => new PartitionedRateLimiter({ ...base, maxPartitions: 11 })).toThrow(/maxPartitions/);
-    expect(() => new PartitionedRateLimiter({ ...base, leaseTtlMs: 200 })).toThrow(/leaseTtlMs.*safetyMarginMs/);
+    expect(() => new PartitionedRateLimiter({ ...base, leaseTtlMs: 200 })).toThrow(/leaseTtlMs.*at least 2 × the minimum safety margin = 414/);
     expect(() => new PartitionedRateLimiter({ ...base, resource: "" })).toThrow(/resource/);
     expect(() => new PartitionedRateLimiter({ ...base, resource: "a".repeat(129) })).toThrow(/resource/);
     expect(() => new PartitionedRateLimiter({ ...base, limit: "100" as unknown as number })).toThrow(ConfigError);
-    expect(() => new PartitionedRateLimiter({ ...base, safetyMarginMs: 10 })).toThrow(/safetyMarginMs.*>= 121/);
+    expect(() => new PartitionedRateLimiter({ ...base, safetyMarginMs: 10 })).toThrow(/safetyMarginMs.*>= 222/);
   });
 
   test("a closed limiter leaves no timer behind: its process exits by itself", () => {
     const script = `
       import { PartitionedRateLimiter, MemoryLeaseBackend } from "./src/index.js";
       const backend = new MemoryLeaseBackend();
-      await backend.ensurePlan("exit", { limit: 10, intervalMs: 1000, partitions: 2, pools: {} }, { graceMs: 0 });
       const limiter = new PartitionedRateLimiter({ resource: "exit", limit: 10, intervalMs: 1000, partitions: 2, backend, leaseTtlMs: 2000, minPartitions: 2 });
       await limiter.acquire(1);
       const pending = limiter.acquire(1).catch((e) => console.log("waiter:", e.code));
@@ -223,5 +224,29 @@ describe("regressions found by the property tests", () => {
     const second = result.admissions.filter((a) => a.t >= 3000 && a.t < 4000).reduce((s, a) => s + a.units, 0);
     expect(second / 300).toBeGreaterThanOrEqual(0.97);
     expect(result.audit.overLimitWindows).toBe(0);
+  });
+});
+
+describe("regressions found by the plan-contract tests", () => {
+  test("a bucket that refills to exactly the cost is not estimated as never: a saturated one-partition limiter keeps its pace", async () => {
+    // 10 per second over one partition, 10 slices: a burst of 1 refilled in 100.5 ms. The float
+    // sum of the refill came out a millionth short of 1, the estimate said "never", and waiters
+    // stalled until the next renewal woke the queue (1 admission per renewal period).
+    const clock = new VirtualClock(1000);
+    const limiter = new PartitionedRateLimiter({ resource: "one", limit: 10, intervalMs: 1000, partitions: 1, leaseTtlMs: 3000, backend: new MemoryLeaseBackend({ clock }), clock });
+    let admitted = 0;
+    let stop = false;
+    const loop = (async () => {
+      while (!stop) {
+        await limiter.acquire(1);
+        admitted++;
+      }
+    })().catch(() => undefined);
+    await clock.advance(5_000);
+    stop = true;
+    expect(admitted).toBeGreaterThanOrEqual(48);
+    void limiter.close();
+    await clock.advance(2_000);
+    await loop;
   });
 });

@@ -3,9 +3,12 @@ import { simulate, type SimConfig, type SimFault } from "../support/simulation.j
 
 /**
  * The promise, on virtual time: many limiters on one MemoryLeaseBackend, random arrivals and
- * fractional costs, clock drift, and random faults (pauses longer than the TTL, crashes, graceful
- * restarts, failed renewals, backend state loss, stalls, lost replies, latency). Every admission is
- * audited exactly: no window of intervalMs may hold more than limit units.
+ * fractional costs, clock drift, and random faults and deployment events: pauses longer than the
+ * TTL, crashes, graceful restarts, failed renewals, backend state loss, restores from snapshots
+ * (plan kept, leases reverted), failovers, stalls, lost replies, latency, plan replacements (with
+ * following or fixed limiters) and processes restarted with a changed setting. Every admission is
+ * audited exactly: no window of intervalMs may hold more than the limit of the plan it was
+ * admitted under (the lowest, for a window holding admissions of several plans).
  */
 
 const millis = (n: number) => Math.round(n * 1000) / 1000;
@@ -23,20 +26,26 @@ const configArb: fc.Arbitrary<SimConfig> = fc
     durationMs: fc.integer({ min: 6000, max: 14000 }),
     drift: fc.array(fc.double({ min: -0.0009, max: 0.0009, noNaN: true }), { minLength: 5, maxLength: 5 }),
     precreatePlan: fc.boolean(),
+    follow: fc.boolean(),
     seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
     faults: fc.array(
       fc.record({
         at: fc.double({ min: 0, max: 1, noNaN: true }),
-        kind: fc.constantFrom("pause", "crash", "restart", "renew-fail", "state-loss", "stall", "drop-replies", "latency"),
+        kind: fc.constantFrom(
+          "pause", "crash", "restart", "renew-fail", "state-loss", "stall", "drop-replies", "latency",
+          "restore", "failover", "replace", "misconfigured-restart",
+        ),
         target: fc.integer({ min: 0, max: 4 }),
         scale: fc.double({ min: 0.2, max: 2.5, noNaN: true }),
+        field: fc.constantFrom("slicesPerInterval", "leaseTtlMs", "jitterMs", "driftFactor", "limit"),
       }),
       { maxLength: 6 },
     ),
   })
   .map((r) => {
     const limit = r.limitPerPartition * r.partitions;
-    const leaseTtlMs = Math.max(1000, Math.ceil(2.5 * (r.intervalMs / r.slicesPerInterval + 10))) + r.ttlExtra;
+    // At least twice the minimum margin (two slices plus drift): the shortest TTL a plan allows.
+    const leaseTtlMs = Math.max(1000, Math.ceil(4.5 * (r.intervalMs / r.slicesPerInterval + 10))) + r.ttlExtra;
     // Costs up to two partitions' slices, as multiples of 0.001: large enough to be split over
     // partitions, small enough that contending limiters keep making progress (a cost needing many
     // partitions at once can starve while others hold them; that is liveness, not the promise).
@@ -53,13 +62,17 @@ const configArb: fc.Arbitrary<SimConfig> = fc
         case "state-loss": return { at, kind: "state-loss" };
         case "stall": return { at, kind: "stall", durationMs: span };
         case "drop-replies": return { at, kind: "drop-replies", count: 1 + f.target };
+        case "restore": return { at, kind: "restore", ageMs: span };
+        case "failover": return { at, kind: "failover" };
+        case "replace": return { at, kind: "replace", limitFactor: [0.5, 1.5, 0.25, 3][f.target % 4]!, ...(f.target === 4 ? { slicesPerInterval: Math.max(1, r.slicesPerInterval - 1) } : {}) };
+        case "misconfigured-restart": return { at, kind: "misconfigured-restart", target: f.target, field: f.field };
         default: return { at, kind: "latency", requestMs: span / 6, replyMs: span / 6, durationMs: span };
       }
     });
     return {
       limit, intervalMs: r.intervalMs, partitions: r.partitions, processes: r.processes, leaseTtlMs,
       slicesPerInterval: r.slicesPerInterval, durationMs: r.durationMs, costs, concurrency: r.concurrency,
-      drift: r.drift, faults, precreatePlan: r.precreatePlan, seed: r.seed,
+      drift: r.drift, faults, precreatePlan: r.precreatePlan, seed: r.seed, follow: r.follow,
     };
   });
 

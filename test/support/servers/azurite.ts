@@ -2,6 +2,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { freePort, waitForPort } from "../net.js";
+import { TcpProxy } from "../tcp-proxy.js";
+import { refuseIfExternalOnly } from "./child.js";
 
 // No jest imports here: the demo (`npm run demo`) starts its embedded Azurite with this module too.
 
@@ -13,7 +15,7 @@ const DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/
 export interface AzuriteServer {
   /** A connection string for `BlobServiceClient.fromConnectionString` / `QueueServiceClient`. */
   readonly connectionString: string;
-  /** The Blob service port (0 when an external server from the env var is used and it is unknown). */
+  /** The Blob service port (for AZURE_STORAGE_CONNECTION_STRING: the port of the proxy in front of it; 0 if the string names no Blob endpoint). */
   readonly blobPort: number;
   /** The Queue service port (0 when unknown). */
   readonly queuePort: number;
@@ -33,8 +35,9 @@ export interface AzuriteServer {
 
 /**
  * startAzurite starts Azurite for tests and the demo. When `AZURE_STORAGE_CONNECTION_STRING` is
- * set it uses that server and starts nothing (its stop/kill/pause/restart then throw, since a
- * server this module did not start must not be killed). Otherwise it runs the `azurite` package
+ * set it uses that server and starts nothing: its Blob and Queue endpoints are reached through a
+ * TcpProxy each, so pause/resume stall and heal them (kill and restart throw, since a server this
+ * module did not start must not be killed). Otherwise it runs the `azurite` package
  * from node_modules as a child process on free ports with in-memory persistence, so every start
  * (and {@link AzuriteServer.restart}) begins empty. Rejects with a clear message if Azurite cannot
  * be found or does not start within `startTimeoutMs`.
@@ -42,8 +45,21 @@ export interface AzuriteServer {
 export async function startAzurite(options: { startTimeoutMs?: number } = {}): Promise<AzuriteServer> {
   const external = process.env.AZURE_STORAGE_CONNECTION_STRING;
   if (external) return externalServer(external);
+  return launchAzurite(options);
+}
+
+/**
+ * Starts Azurite as a child process on the given ports (default: free ports), whatever
+ * AZURE_STORAGE_CONNECTION_STRING says: for tests that kill it, and for scripts/test-external-servers.ts.
+ */
+export async function launchAzurite(
+  options: { startTimeoutMs?: number; blobPort?: number; queuePort?: number; tablePort?: number } = {},
+): Promise<AzuriteServer> {
+  refuseIfExternalOnly("Azurite", "AZURE_STORAGE_CONNECTION_STRING");
   const script = findAzuriteScript();
-  const [blobPort, queuePort, tablePort] = [await freePort(), await freePort(), await freePort()];
+  const blobPort = options.blobPort ?? (await freePort());
+  const queuePort = options.queuePort ?? (await freePort());
+  const tablePort = options.tablePort ?? (await freePort());
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
   let child = await launch(script, blobPort, queuePort, tablePort, startTimeoutMs);
 
@@ -99,23 +115,37 @@ export function connectionStringFor(blobPort: number, queuePort: number, host = 
   );
 }
 
-function externalServer(connectionString: string): AzuriteServer {
-  const port = (name: string): number => {
-    const match = new RegExp(`${name}Endpoint=https?://[^:/;]+:(\\d+)`, "i").exec(connectionString);
-    return match ? Number(match[1]) : 0;
-  };
+async function externalServer(connectionString: string): Promise<AzuriteServer> {
   const refuse = (): never => {
-    throw new Error("AZURE_STORAGE_CONNECTION_STRING points at a server this test did not start; it cannot be stopped, paused or restarted. Unset it to let the test start Azurite itself.");
+    throw new Error("AZURE_STORAGE_CONNECTION_STRING points at a server this test did not start; it cannot be stopped or restarted. Unset it to let the test start Azurite itself.");
   };
+  // A proxy in front of each endpoint the string names, and the string rewritten to use them.
+  const proxies: TcpProxy[] = [];
+  const ports: Record<string, number> = {};
+  let rewritten = connectionString;
+  for (const name of ["Blob", "Queue"]) {
+    const match = new RegExp(`(${name}Endpoint=https?://)([^:/;]+):(\\d+)`, "i").exec(connectionString);
+    if (!match) continue;
+    const proxy = new TcpProxy(Number(match[3]), match[2]);
+    ports[name] = await proxy.start();
+    proxies.push(proxy);
+    rewritten = rewritten.replace(match[0], `${match[1]}127.0.0.1:${ports[name]}`);
+  }
   return {
-    connectionString,
-    blobPort: port("Blob"),
-    queuePort: port("Queue"),
+    connectionString: rewritten,
+    blobPort: ports.Blob ?? 0,
+    queuePort: ports.Queue ?? 0,
     managed: false,
-    stop: async () => undefined,
+    stop: async () => {
+      await Promise.all(proxies.map((p) => p.stop()));
+    },
     kill: async () => refuse(),
-    pause: () => refuse(),
-    resume: () => refuse(),
+    pause: () => {
+      for (const p of proxies) p.blackhole("hold");
+    },
+    resume: () => {
+      for (const p of proxies) p.heal();
+    },
     restart: async () => refuse(),
   };
 }

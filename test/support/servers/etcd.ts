@@ -1,10 +1,14 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
+import type { LeaseBackend } from "../../../src/contract/lease-backend.js";
+import { validatePlan } from "../../../src/contract/plan.js";
 import { ensureBinary } from "../binaries.js";
 import { freePort, waitForPort } from "../net.js";
 import { TcpProxy } from "../tcp-proxy.js";
+import { refuseIfExternalOnly } from "./child.js";
 
 /** An etcd server for tests: its client endpoint and fault controls. */
 export interface EtcdServer {
@@ -22,6 +26,14 @@ export interface EtcdServer {
   resume(): void;
   /** Kills the server if running and starts it again on the same ports; `wipe` empties its data dir first (state loss). */
   restart(options?: { wipe?: boolean }): Promise<void>;
+  /**
+   * Saves a snapshot now (`etcdctl snapshot save`) and returns a function that restores it as an
+   * operator would: stop the server, `etcdctl snapshot restore` into a new data dir, start it on the
+   * same ports. `token: "new"` (the default) restores with a new `--initial-cluster-token`, which
+   * gives a new cluster ID; `"same"` keeps the token, and then the cluster ID and member ID are the
+   * original's (etcd derives them from the token, names and peer URLs).
+   */
+  snapshot(): Promise<(options?: { token?: "new" | "same" }) => Promise<void>>;
 }
 
 const running = new Set<ChildProcess>();
@@ -42,7 +54,7 @@ export async function startEtcd(): Promise<EtcdServer> {
     if (!first) throw new Error(`ETCD_ENDPOINTS is set but lists no endpoint: ${JSON.stringify(endpoints)}`);
     return external(first);
   }
-  return launch();
+  return launchEtcd();
 }
 
 async function external(endpoint: string): Promise<EtcdServer> {
@@ -60,15 +72,29 @@ async function external(endpoint: string): Promise<EtcdServer> {
     pause: () => proxy.blackhole(),
     resume: () => proxy.heal(),
     restart: unsupported("restart"),
+    snapshot: async () => {
+      throw new Error(`snapshot is not possible on an etcd from ETCD_ENDPOINTS (${endpoint}); unset ETCD_ENDPOINTS to let the tests start their own etcd`);
+    },
   };
 }
 
-async function launch(): Promise<EtcdServer> {
+/**
+ * Starts a fresh single-member etcd on `clientPort` / `peerPort` (default: free ports) of
+ * 127.0.0.1, whatever ETCD_ENDPOINTS says: for tests that kill it, and for
+ * scripts/test-external-servers.ts.
+ */
+export async function launchEtcd(options: { clientPort?: number; peerPort?: number } = {}): Promise<EtcdServer> {
+  refuseIfExternalOnly("etcd", "ETCD_ENDPOINTS");
   const binary = ensureBinary("etcd", "etcd-server", "ETCD_ENDPOINTS");
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const clientPort = options.clientPort ?? (await freePort());
+  const peerPort = options.peerPort ?? (await freePort());
   const dataRoot = mkdtempSync(join(tmpdir(), "prl-etcd-"));
-  const dataDir = join(dataRoot, "data");
+  let dataDir = join(dataRoot, "data");
+  let token = "prl-test-1";
+  let generation = 1;
   let child: ChildProcess | null = null;
+  const client = `http://127.0.0.1:${clientPort}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
 
   const exited = (proc: ChildProcess): Promise<void> =>
     proc.exitCode !== null || proc.signalCode !== null
@@ -76,8 +102,6 @@ async function launch(): Promise<EtcdServer> {
       : new Promise((resolve) => proc.once("exit", () => resolve()));
 
   const start = async (): Promise<void> => {
-    const client = `http://127.0.0.1:${clientPort}`;
-    const peer = `http://127.0.0.1:${peerPort}`;
     const proc = spawn(
       binary,
       [
@@ -89,6 +113,7 @@ async function launch(): Promise<EtcdServer> {
         "--initial-advertise-peer-urls", peer,
         "--initial-cluster", `prl-test=${peer}`,
         "--initial-cluster-state", "new",
+        "--initial-cluster-token", token,
         // A single member elects itself at once; short timings keep restarts fast.
         "--heartbeat-interval", "20",
         "--election-timeout", "200",
@@ -152,7 +177,58 @@ async function launch(): Promise<EtcdServer> {
       if (options.wipe) rmSync(dataDir, { recursive: true, force: true });
       await start();
     },
+    async snapshot() {
+      const etcdctl = ensureBinary("etcdctl", "etcd-client", "ETCD_ENDPOINTS");
+      const file = join(dataRoot, `snapshot-${++generation}.db`);
+      const env = { ...process.env, ETCDCTL_API: "3" };
+      await run(etcdctl, ["--endpoints", client, "snapshot", "save", file], { env });
+      return async ({ token: which = "new" } = {}) => {
+        await killNow();
+        if (which === "new") token = `prl-test-${generation}`;
+        dataDir = join(dataRoot, `restored-${generation}-${which}`);
+        rmSync(dataDir, { recursive: true, force: true });
+        await run(
+          etcdctl,
+          ["snapshot", "restore", file, "--data-dir", dataDir, "--name", "prl-test", "--initial-cluster", `prl-test=${peer}`,
+            "--initial-cluster-token", token, "--initial-advertise-peer-urls", peer],
+          { env },
+        );
+        await start();
+      };
+    },
   };
+}
+
+const execFileAsync = promisify(execFile);
+
+async function run(binary: string, args: string[], options: { env: NodeJS.ProcessEnv }): Promise<void> {
+  try {
+    await execFileAsync(binary, args, { ...options, timeout: 20_000 });
+  } catch (error) {
+    const e = error as Error & { stderr?: string };
+    throw new Error(`${binary} ${args.join(" ")} failed: ${e.message}\n${e.stderr ?? ""}`);
+  }
+}
+
+/**
+ * Resolves once `backend` grants a lease of `ttlMs` on a throwaway resource. An etcd just started or
+ * restored has a server clock younger than one TTL and rightly grants nothing before that (see
+ * EtcdLeaseBackend); tests that expect grants at once call this first. Returns how long it took.
+ */
+export async function untilGranting(backend: LeaseBackend, ttlMs: number): Promise<number> {
+  const started = Date.now();
+  const resource = `warmup-${started}-${Math.random().toString(36).slice(2, 8)}`;
+  const plan = validatePlan({ limit: 10, intervalMs: 1000, partitions: 1, leaseTtlMs: ttlMs });
+  const stored = await backend.ensurePlan(resource, plan, { history: "fresh", timeoutMs: 5000 });
+  for (;;) {
+    const result = await backend.tryAcquire({ resource, plan: stored, candidates: [0], holderId: "warmup" }, { timeoutMs: 5000 });
+    if (result.kind === "granted") {
+      await backend.release(result.lease, { timeoutMs: 5000 });
+      return Date.now() - started;
+    }
+    if (result.kind !== "grace" || Date.now() - started > 90_000) throw new Error(`warm-up on a fresh etcd: ${JSON.stringify(result)}`);
+    await new Promise((resolve) => setTimeout(resolve, Math.min(result.remainingMs, 250)));
+  }
 }
 
 /** Resolves once etcd's `/health` reports healthy (it has a leader and serves reads). */

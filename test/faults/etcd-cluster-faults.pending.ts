@@ -1,0 +1,115 @@
+import { ClusterReport, HeldTimeline, pacedCeiling, rateBackMs, utilisationOf } from "../support/cluster-rows.js";
+import { createBackend } from "../support/backend-spec.js";
+import { FaultMatrix, sleep, withoutEnv } from "../support/fault-matrix.js";
+import { ETCD_CLUSTER_ENV, startEtcdCluster, type EtcdCluster } from "../support/servers/etcd-cluster.js";
+
+// Issue #13, etcd leader failover with real processes: four worker processes share limit 200 per
+// 1000 ms over 20 partitions (TTL 3 s) through a three-member etcd cluster started here (never
+// ETCD_CLUSTER_ENDPOINTS: the row kills a member), each member reached through a TcpProxy, the
+// client given all three endpoints and made as the README advises (faultHandling noop). The Raft
+// leader is SIGKILLed at about 9 s and restarted with its data at about 14 s.
+//
+// PENDING: on the backend of this branch the admitted rate stays near 89% of the quota after the
+// failover (partitions stay held on the server by a holder lease whose owner no longer uses them),
+// so this file is not picked up by jest's testMatch. Rename it to etcd-cluster-faults.test.ts when
+// the backend that fixes the leak lands; run it before that with
+//   flock /tmp/prl-heavy.lock npx jest --selectProjects system --testMatch '**/etcd-cluster-faults.pending.ts'
+// Two rows: the README's client, and one with a per-host circuit breaker so calls skip the dead
+// member. About 80 s.
+
+const TTL = 3000;
+
+let cluster: EtcdCluster;
+const directSpec = () => ({ kind: "etcd" as const, endpoints: [...cluster.endpoints], prefix: "faults/" });
+const report = new ClusterReport("etcd cluster fault rows (4 processes, limit 200/1000 ms, 20 partitions, ttl 3000 ms, jitterMs 50):");
+/** The row's matrix; `hostBreakerMs` gives the workers' clients a per-host circuit breaker (see BackendSpec). */
+const matrixWith = (hostBreakerMs?: number) =>
+  new FaultMatrix({
+    backend: "etcd cluster",
+    ttlMs: TTL,
+    serverPorts: () => cluster.endpoints.map((e) => Number(new URL(e).port)),
+    workerSpec: (ports) => ({
+      kind: "etcd",
+      endpoints: ports.map((p) => `http://127.0.0.1:${p}`),
+      prefix: "faults/",
+      ...(hostBreakerMs === undefined ? {} : { hostBreakerMs }),
+    }),
+    directSpec,
+  });
+
+beforeAll(async () => {
+  // Short raft timings (the README's figures): a failover in well under a second.
+  cluster = await withoutEnv([ETCD_CLUSTER_ENV], () => startEtcdCluster({ heartbeatMs: 50, electionMs: 500 }));
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+  process.stdout.write(report.table());
+});
+
+/** The leader-failover row on `matrix`; reports it as `client` and asserts the correct behaviour. */
+async function leaderFailover(matrix: FaultMatrix, client: string): Promise<void> {
+  let killedAt = 0;
+  let restartedAt = 0;
+  let tail = { from: 0, to: 0 };
+  let timeline: HeldTimeline | null = null;
+  let backendErrors = 0;
+  let unused: number[] = [];
+  let serverHolders: Record<number, string | null> = {};
+  let resource = "";
+  const result = await matrix.row(async (r) => {
+    resource = r.resource;
+    timeline = new HeldTimeline(r.group);
+    // Ramp and 2 s of steady state are behind us; 5 s more puts the kill at about 9 s.
+    await sleep(5000);
+    const leader = await cluster.leader();
+    killedAt = r.recorder.now();
+    await cluster.kill(leader);
+    r.mark("leader killed");
+    await sleep(5000);
+    await cluster.restart(leader);
+    restartedAt = r.recorder.now();
+    r.mark("leader restarted");
+    // A partition lost in the outage is back on the server within one TTL (etcd lease expiry,
+    // plus the extension a new leader grants every lease) and a backoff; measure after that.
+    await sleep(TTL + 3000);
+    tail = { from: r.recorder.now(), to: r.recorder.now() + 5000 };
+    await sleep(5000);
+    timeline.stop();
+    await r.unitsIn(0, Infinity); // fetch every arrival
+    const live = r.group.workers.filter((w) => w.alive);
+    const used = new Set(live.flatMap((w) => w.stats()?.limiter.partitions ?? []));
+    unused = [...Array(matrix.partitions).keys()].filter((p) => !used.has(p));
+    backendErrors = live.reduce((s, w) => s + (w.stats()?.limiter.backendErrors ?? 0), 0);
+    const direct = await createBackend(directSpec());
+    try {
+      const states = await direct.backend.inspect(r.resource, { timeoutMs: 5000 });
+      serverHolders = Object.fromEntries(unused.map((p) => [p, states.partitions[p]?.holderId ?? null]));
+    } finally {
+      await direct.close();
+    }
+  });
+  const tailUtilisation = utilisationOf(result.arrivals, tail.from, tail.to, matrix.limit, matrix.intervalMs);
+  const row = report.add(`etcd, 3 members (TTL 3 s), ${client}`, "leader SIGKILLed, restarted with its data 5 s later", result, {
+    takeoverMs: timeline!.takeoverMs(killedAt, matrix.partitions),
+    minHeld: timeline!.minHeld(killedAt, tail.to),
+    rateBackMs: rateBackMs(result.arrivals, killedAt, tail.to, matrix.limit, matrix.intervalMs),
+    tailUtilisation,
+    backendErrors,
+  });
+  process.stdout.write(
+    `${row}\n  resource ${resource}; leader restarted ${((restartedAt - killedAt) / 1000).toFixed(1)} s after the kill; partitions used by no live worker at the end: ${JSON.stringify(unused)}; ` +
+      `their holders on the server: ${JSON.stringify(serverHolders)}; paced ceiling ${(pacedCeiling(matrix.intervalMs, matrix.jitterMs) * 100).toFixed(1)}%\n`,
+  );
+  expect(result.audit.overLimitWindows).toBe(0);
+  expect(result.lost).toBe(0);
+  expect(unused).toEqual([]);
+  expect(tailUtilisation).toBeGreaterThanOrEqual(0.97 * pacedCeiling(matrix.intervalMs, matrix.jitterMs));
+}
+
+test("leader SIGKILLed at ~9 s, restarted at ~14 s (client as the README advises): 0 windows over, the whole quota used again within TTL + a few s", async () => {
+  await leaderFailover(matrixWith(), "faultHandling noop");
+}, 120_000);
+
+test("the same with a per-host circuit breaker (skip a member 1 s after a failure): 0 windows over, the whole quota used again", async () => {
+  await leaderFailover(matrixWith(1000), "per-host breaker 1 s");
+}, 120_000);

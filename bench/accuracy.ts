@@ -1,3 +1,4 @@
+import { precreatePlan } from "../test/support/precreate-plan.js";
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
@@ -60,7 +61,7 @@ async function runOne(ctx: BenchContext, kind: BenchWorkerConfig["kind"], label:
   if (kind === "ours") {
     // Store the plan without a grace period, so the first leases are granted at once.
     const client = await connectRedis(ctx.redisUrl);
-    await redisBackend(client, `bench:${name}:`).ensurePlan(name, { ...QUOTA, partitions, pools: {} }, { graceMs: 0, timeoutMs: 5_000 });
+    await precreatePlan(redisBackend(client, `bench:${name}:`), name, { ...QUOTA, partitions });
     await quitRedis(client);
   }
   const recorder = await startRecorder();

@@ -1,3 +1,4 @@
+import { precreatePlan } from "../test/support/precreate-plan.js";
 import Bottleneck from "bottleneck";
 import type { Redis } from "ioredis";
 import { RateLimiterMemory, RateLimiterQueue, RateLimiterRedis } from "rate-limiter-flexible";
@@ -23,7 +24,7 @@ export const PEER_CONFIG: Record<string, string> = {
   ours:
     "PartitionedRateLimiter, defaults (slicesPerInterval 10, leaseTtlMs 15000, jitterMs 5, driftFactor 0.001); " +
     "RedisLeaseBackend on an ioredis client with enableOfflineQueue:false, maxRetriesPerRequest:1, commandTimeout:2000; " +
-    "plan pre-created with ensurePlan(..., { graceMs: 0 }); measured once the partitions are held",
+    "plan pre-created as on a fresh server (history \"fresh\"); measured once the partitions are held",
   "rlf-memory": "rate-limiter-flexible RateLimiterMemory({ points: limit, duration: intervalMs/1000 }), consume(key)",
   "rlf-redis":
     "rate-limiter-flexible RateLimiterRedis({ storeClient: ioredis, points: limit, duration: intervalMs/1000 }), consume(key); " +
@@ -53,7 +54,7 @@ export async function startOurs(
   holdAll = partitions,
 ): Promise<PartitionedRateLimiter> {
   const options = oursOptions(resource, quota, partitions, backend);
-  await backend.ensurePlan(resource, { limit: quota.limit, intervalMs: quota.intervalMs, partitions, pools: {} }, { graceMs: 0, timeoutMs: 5_000 });
+  await precreatePlan(backend, resource, { ...options, limit: quota.limit, intervalMs: quota.intervalMs, partitions });
   const limiter = new PartitionedRateLimiter({ ...options, minPartitions: holdAll });
   await waitUntil(`${backend.name} limiter to hold ${holdAll} partitions`, () => limiter.stats().heldPartitions >= holdAll);
   return limiter;

@@ -14,6 +14,7 @@
 import { randomBytes } from "node:crypto";
 import { cpus, loadavg, totalmem } from "node:os";
 import { performance } from "node:perf_hooks";
+import { oneOf, readCommandLine, UsageError, type OptionSpecs } from "../src/cli/args.js";
 import { startRedis } from "../test/support/servers/redis.js";
 import { markdownTable, type BenchContext, type ScenarioResult } from "./common.js";
 import { runAccuracy } from "./accuracy.js";
@@ -31,27 +32,26 @@ interface Args {
   only: Set<Scenario>;
 }
 
-function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { quick: false, json: false, only: new Set() };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === "--quick") args.quick = true;
-    else if (arg === "--json") args.json = true;
-    else if (arg === "--only" || arg.startsWith("--only=")) {
-      const value = arg === "--only" ? argv[++i] : arg.slice("--only=".length);
-      if (!value) throw new Error(`--only needs a scenario: one of ${SCENARIOS.join(", ")}`);
-      for (const name of value.split(",")) {
-        if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario "${name}": expected one of ${SCENARIOS.join(", ")}`);
-        args.only.add(name as Scenario);
-      }
-    } else if (arg === "--help" || arg === "-h") {
-      process.stdout.write(`usage: npm run bench -- [--quick] [--json] [--only ${SCENARIOS.join("|")}]\n`);
-      process.exit(0);
-    } else throw new Error(`unknown argument "${arg}" (try --help)`);
+const BENCH_OPTIONS = {
+  quick: { type: "boolean", help: "a ~1 minute smoke run" },
+  json: { type: "boolean", help: "one JSON object on stdout" },
+  only: { type: "string", repeatable: true, value: "<scenario[,scenario]>", help: "run only these scenarios" },
+  help: { type: "boolean", short: "h", help: "the usage line" },
+} as const satisfies OptionSpecs;
+
+function parseBenchArgs(argv: readonly string[]): Args | "help" {
+  const line = readCommandLine(argv, BENCH_OPTIONS, "npm run bench");
+  if (line.flag("help")) return "help";
+  if (line.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(line.positionals[0])} (try --help)`);
+  const only = new Set<Scenario>();
+  for (const value of line.strings("only")) {
+    for (const name of value.split(",")) only.add(oneOf("only", name.trim(), SCENARIOS));
   }
-  if (args.only.size === 0) for (const s of SCENARIOS) args.only.add(s);
-  return args;
+  if (only.size === 0) for (const s of SCENARIOS) only.add(s);
+  return { quick: line.flag("quick"), json: line.flag("json"), only };
 }
+
+const USAGE = `usage: npm run bench -- [--quick] [--json] [--only ${SCENARIOS.join("|")}]`;
 
 function machine(): Record<string, string | number> {
   const cpu = cpus();
@@ -87,7 +87,19 @@ function render(results: readonly ScenarioResult[], info: Record<string, unknown
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  let parsed: Args | "help";
+  try {
+    parsed = parseBenchArgs(process.argv.slice(2));
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`${error.message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+  if (parsed === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const args = parsed;
   const started = performance.now();
   const startLoad = loadavg()[0]!;
   const log = (message: string) => process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(1)}s] ${message}\n`);

@@ -49,8 +49,7 @@ async function simulate(point: GridPoint): Promise<ScaleResult> {
   const backend = new MemoryLeaseBackend({ clock });
   const resource = "scale";
   const limit = point.partitions * UNITS_PER_PARTITION;
-  await backend.ensurePlan(resource, { limit, intervalMs: 1000, partitions: point.partitions, pools: {} }, { graceMs: 0 });
-  // After ensurePlan: with latency, a call waits on the virtual clock, which only moves when advanced.
+  // A memory backend grants at once (nothing can have been forgotten); latency models a network.
   backend.setLatency(0.5, 0.5);
   let lastChange = 0;
   let changes = 0;

@@ -1,4 +1,5 @@
 import type { Arrival } from "./database.js";
+import { roundTicks, tickLabel } from "./ticks.js";
 
 /** One panel of the chart: a run's arrivals and what to draw of them. */
 export interface ChartPanel {
@@ -42,7 +43,7 @@ export function rateSeries(arrivals: readonly Arrival[], startT: number, endT: n
 export function renderChart(panels: readonly ChartPanel[], limit: number, intervalMs: number): string {
   const width = 900;
   const panelHeight = 300;
-  const margin = { left: 60, right: 160, top: 34, bottom: 36 };
+  const margin = { left: 72, right: 160, top: 34, bottom: 36 };
   const series = panels.map((p) => {
     const endT = p.arrivals.length ? p.arrivals[p.arrivals.length - 1]!.t : p.startT;
     const lines = p.processors.map((name, i) => ({
@@ -55,25 +56,28 @@ export function renderChart(panels: readonly ChartPanel[], limit: number, interv
     if (p.showSent) lines.push({ name: "total sent", color: "#ff7f0e", dash: "2 3", values: rateSeries(p.arrivals, p.startT, endT, intervalMs, () => true) });
     return { panel: p, lines, seconds: (endT - p.startT) / 1000 };
   });
-  const maxSeconds = Math.max(1, ...series.map((s) => s.seconds));
+  // One time axis for all panels, so runs compare at a glance; it ends on a round tick.
+  const timeAxis = roundTicks(Math.max(1, ...series.map((s) => s.seconds)), 8);
+  const maxSeconds = timeAxis.max;
   const quotaPerSecond = (limit * 1000) / intervalMs;
   const parts: string[] = [];
   series.forEach((s, index) => {
     const top = index * panelHeight;
     const plotW = width - margin.left - margin.right;
     const plotH = panelHeight - margin.top - margin.bottom;
-    const maxY = Math.max(quotaPerSecond * 1.25, ...s.lines.flatMap((l) => l.values)) * 1.05;
+    const valueAxis = roundTicks(Math.max(quotaPerSecond * 1.1, ...s.lines.flatMap((l) => l.values)), 5);
+    const maxY = valueAxis.max;
     const x = (sec: number) => margin.left + (sec / maxSeconds) * plotW;
     const y = (v: number) => top + margin.top + plotH - (v / maxY) * plotH;
     parts.push(`<text x="${margin.left}" y="${top + 20}" font-size="15" font-weight="bold">${escape(s.panel.title)}</text>`);
     parts.push(`<rect x="${margin.left}" y="${top + margin.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#ccc"/>`);
-    for (let i = 0; i <= 4; i++) {
-      const v = (maxY / 4) * i;
-      parts.push(`<text x="${margin.left - 6}" y="${y(v) + 4}" font-size="11" text-anchor="end">${Math.round(v)}</text>`);
+    for (const v of valueAxis.ticks) {
+      parts.push(`<line x1="${margin.left - 3}" x2="${margin.left}" y1="${y(v)}" y2="${y(v)}" stroke="#999"/>`);
+      parts.push(`<text x="${margin.left - 6}" y="${y(v) + 4}" font-size="11" text-anchor="end">${tickLabel(v)}</text>`);
     }
-    const tickEvery = maxSeconds > 60 ? 10 : 5;
-    for (let sec = 0; sec <= maxSeconds; sec += tickEvery) {
-      parts.push(`<text x="${x(sec)}" y="${top + panelHeight - 18}" font-size="11" text-anchor="middle">${sec}s</text>`);
+    for (const sec of timeAxis.ticks) {
+      parts.push(`<line x1="${x(sec)}" x2="${x(sec)}" y1="${top + margin.top + plotH}" y2="${top + margin.top + plotH + 3}" stroke="#999"/>`);
+      parts.push(`<text x="${x(sec)}" y="${top + panelHeight - 18}" font-size="11" text-anchor="middle">${tickLabel(sec)} s</text>`);
     }
     parts.push(`<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${y(quotaPerSecond)}" y2="${y(quotaPerSecond)}" stroke="#000" stroke-dasharray="8 4"/>`);
     // Inside the plot, above the line: beside it the label would collide with the legend.

@@ -38,8 +38,13 @@ export interface DemoDatabase {
  * the units accepted in the window `(now - intervalMs, now]` plus this one stay within `limit`,
  * else answers 429 with `Retry-After` (whole seconds until enough units leave the window), as
  * Cosmos DB and most throttled APIs do. The window is exact (every accepted arrival kept), so the
- * database itself is the reference the audit checks against. Control routes for the demo:
- * `GET /state` ({@link DatabaseState}), `GET /arrivals` (every {@link Arrival}), `POST /reset`.
+ * database itself is the reference the audit checks against.
+ *
+ * `POST /bulk` with JSON `{ "records": [...] }` (and `x-cost` per record) is Cosmos DB's bulk
+ * mode: every record is one write arriving when the request has been read, accepted or refused on its own
+ * in order; the answer is `{ "statuses": [201 | 429, ...] }`, with `Retry-After` when any was
+ * refused. Control routes for the demo: `GET /state` ({@link DatabaseState}), `GET /arrivals`
+ * (every {@link Arrival}), `POST /reset`.
  */
 export async function startDatabase(options: { limit: number; intervalMs: number }): Promise<DemoDatabase> {
   const { limit, intervalMs } = options;
@@ -81,6 +86,39 @@ export async function startDatabase(options: { limit: number; intervalMs: number
     return { written: { distinct: ids.size, duplicates, byType: { ...byType } }, unitsLastSecond: recent, rejected };
   };
 
+  /**
+   * Records one write of `units` arriving at `t`; accepts it (null) or refuses it and returns the
+   * whole seconds, rounded up, until enough units leave the window for it.
+   */
+  const admit = (t: number, units: number, processor: string): number | null => {
+    while (head < window.length && window[head]![0] <= t - intervalMs) inWindow -= window[head++]![1];
+    if (head > 4096) {
+      window = window.slice(head);
+      head = 0;
+    }
+    const accepted = inWindow + units <= limit + 1e-9;
+    arrivals.push({ t, units, processor, accepted });
+    if (accepted) {
+      window.push([t, units]);
+      inWindow += units;
+      return null;
+    }
+    // Enough leaves the window when the oldest entries age out.
+    let freed = 0;
+    let until = t;
+    for (let i = head; i < window.length && inWindow - freed + units > limit; i++) {
+      freed += window[i]![1];
+      until = window[i]![0] + intervalMs;
+    }
+    return Math.max(1, Math.ceil((until - t) / 1000));
+  };
+  const store = (record: { id: string; type: string }) => {
+    const seen = ids.get(record.id) ?? 0;
+    ids.set(record.id, seen + 1);
+    if (seen > 0) duplicates++;
+    else byType[record.type] = (byType[record.type] ?? 0) + 1;
+  };
+
   const server: Server = createServer((req, res) => {
     // Time of arrival: taken before the body is read, as a server would meter the request.
     const t = performance.now();
@@ -97,40 +135,43 @@ export async function startDatabase(options: { limit: number; intervalMs: number
       res.writeHead(204).end();
       return;
     }
+    const units = Number(req.headers["x-cost"] ?? 1);
+    const processor = String(req.headers["x-processor"] ?? "?");
+    if (req.method === "POST" && req.url === "/bulk") {
+      readBody(req)
+        .then((text) => {
+          const { records } = JSON.parse(text) as { records: { id: string; type: string }[] };
+          // Metered once the whole request is in (its records are in it), so the window's times never go back.
+          const at = performance.now();
+          let retryAfterS = 0;
+          const statuses = records.map((record) => {
+            const refusedForS = admit(at, units, processor);
+            if (refusedForS !== null) {
+              retryAfterS = Math.max(retryAfterS, refusedForS);
+              return 429;
+            }
+            store(record);
+            return 201;
+          });
+          res.writeHead(200, { "content-type": "application/json", ...(retryAfterS > 0 ? { "retry-after": String(retryAfterS) } : {}) });
+          res.end(JSON.stringify({ statuses }));
+        })
+        .catch(() => res.writeHead(400).end());
+      return;
+    }
     if (req.method !== "POST" || req.url !== "/write") {
       res.writeHead(404).end();
       return;
     }
-    const units = Number(req.headers["x-cost"] ?? 1);
-    const processor = String(req.headers["x-processor"] ?? "?");
-    while (head < window.length && window[head]![0] <= t - intervalMs) inWindow -= window[head++]![1];
-    if (head > 4096) {
-      window = window.slice(head);
-      head = 0;
-    }
-    const accepted = inWindow + units <= limit + 1e-9;
-    arrivals.push({ t, units, processor, accepted });
-    if (!accepted) {
-      // Enough leaves the window when the oldest entries age out; whole seconds, rounded up.
-      let freed = 0;
-      let until = t;
-      for (let i = head; i < window.length && inWindow - freed + units > limit; i++) {
-        freed += window[i]![1];
-        until = window[i]![0] + intervalMs;
-      }
-      res.writeHead(429, { "retry-after": String(Math.max(1, Math.ceil((until - t) / 1000))) }).end();
+    const refusedForS = admit(t, units, processor);
+    if (refusedForS !== null) {
+      res.writeHead(429, { "retry-after": String(refusedForS) }).end();
       req.resume();
       return;
     }
-    window.push([t, units]);
-    inWindow += units;
     readBody(req)
       .then((text) => {
-        const record = JSON.parse(text) as { id: string; type: string };
-        const seen = ids.get(record.id) ?? 0;
-        ids.set(record.id, seen + 1);
-        if (seen > 0) duplicates++;
-        else byType[record.type] = (byType[record.type] ?? 0) + 1;
+        store(JSON.parse(text) as { id: string; type: string });
         res.writeHead(201).end();
       })
       .catch(() => res.writeHead(400).end());

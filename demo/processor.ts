@@ -12,7 +12,7 @@ import { AzureQueueSource } from "../src/flow/consumers/azure-queue-source.js";
 import { runConsumer, type QueueConsumer } from "../src/flow/consumers/run-consumer.js";
 import type { ReceivedMessage } from "../src/flow/consumers/queue-source.js";
 import { PartitionedRateLimiter } from "../src/limiter/partitioned-rate-limiter.js";
-import type { Plan } from "../src/contract/plan.js";
+import type { PlanInput } from "../src/contract/plan.js";
 import { closeWriter, writeRecord, type DemoRecord } from "./writer.js";
 
 /** What the parent passes (as JSON in argv[2]). */
@@ -24,7 +24,7 @@ export interface ProcessorConfig {
   readonly queueName: string;
   readonly dbUrl: string;
   readonly resource: string;
-  readonly plan: Plan;
+  readonly plan: PlanInput;
   readonly leaseTtlMs: number;
   readonly slicesPerInterval: number;
   readonly jitterMs: number;

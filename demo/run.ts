@@ -7,18 +7,20 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { QueueServiceClient, type QueueClient } from "@azure/storage-queue";
+import { oneOf, readCommandLine, UsageError, type OptionSpecs } from "../src/cli/args.js";
 import { connectBackend } from "../src/cli/connect-backend.js";
 import { PartitionedRateLimiter } from "../src/limiter/partitioned-rate-limiter.js";
-import type { Plan } from "../src/contract/plan.js";
+import { validatePlan, type PlanInput } from "../src/contract/plan.js";
 import { startAzurite, type AzuriteServer } from "../test/support/servers/azurite.js";
 import { renderChart, type ChartPanel } from "./chart.js";
 import type { Arrival } from "./database.js";
 import type { ProcessorConfig, ProgressMessage } from "./processor.js";
 import { ProgressView } from "./progress.js";
+import { PUBLISHED_COSMOS } from "./published-figures.js";
 import { startRemoteDatabase, type RemoteDatabase } from "./remote-database.js";
 import { startLeaseServer, type DemoBackend, type DemoLeaseServer } from "./servers.js";
-import { formatTable, summarise, type RunSummary } from "./summary.js";
-import { closeWriter, writeRecord, type DemoRecord } from "./writer.js";
+import { formatPublishedComparison, formatTable, summarise, type NaivePass, type RunSummary } from "./summary.js";
+import { closeWriter, writeBulk, writeRecord, type DemoRecord } from "./writer.js";
 
 const HELP = `npm run demo -- [options]
 
@@ -35,8 +37,10 @@ Options:
   --backend azure|redis|etcd|redlock  where the leases live (default azure: blob leases on the
                                       same Azurite; the others start local servers like the tests)
   --scenario queues|cosmos            queues (default): the job processors above.
-                                      cosmos: the seed's first example, 10,000 records x 10 RU
-                                      against 20,000 RU/s, from one process
+                                      cosmos: the pattern's first example, 10,000 records x 10 RU
+                                      against 20,000 RU/s, from one process; the naive run sends
+                                      everything at once (bulk requests of 100) and resends the
+                                      rejected; printed beside the pattern's published figures
   --json                              print the summary as one JSON object on stdout (progress
                                       goes to stderr)
   --help                              this text
@@ -48,7 +52,7 @@ never saw more than its quota in any window; 1 otherwise or on failure.`;
 const QUEUES = {
   resource: "orders-db",
   // 5 partitions of 100 writes/s: each processor leases "blobs worth 100 requests/s", as in the seed.
-  plan: { limit: 500, intervalMs: 1000, partitions: 5, pools: { A: 1, B: 1 } } satisfies Plan,
+  plan: { limit: 500, intervalMs: 1000, partitions: 5, pools: { A: 1, B: 1 } } satisfies PlanInput,
   records: { A: 10_000, B: 5_000 } as Record<string, number>,
   // One queue message is one API call's batch of records; Azurite's queue is too slow for a
   // message per record at these rates, and the seed's processors dequeue records in batches.
@@ -58,12 +62,14 @@ const QUEUES = {
   jitterMs: 0, // set below
 };
 
-/** The cosmos scenario: 10,000 records of 10 RU against 20,000 RU/s. */
+/** The cosmos scenario: the pattern's own example, 10,000 records of 10 RU against 20,000 RU/s. */
 const COSMOS = {
   resource: "cosmos-ingest",
-  plan: { limit: 20_000, intervalMs: 1000, partitions: 10, pools: {} } satisfies Plan,
-  records: 10_000,
-  ruPerRecord: 10,
+  plan: { limit: PUBLISHED_COSMOS.ruPerSecond, intervalMs: 1000, partitions: 10, pools: {} } satisfies PlanInput,
+  records: PUBLISHED_COSMOS.records,
+  ruPerRecord: PUBLISHED_COSMOS.ruPerRecord,
+  /** Operations per bulk request of the naive run (Cosmos DB's bulk mode sends up to 100). */
+  bulkSize: 100,
   leaseTtlMs: 15_000,
   // Bursts of 100 requests every ~52 ms rather than 200 every ~100 ms: less queueing in the sender.
   slicesPerInterval: 20,
@@ -71,7 +77,7 @@ const COSMOS = {
 };
 
 /**
- * The spread of admission-to-arrival delays the pace absorbs (DESIGN.md §3, rule 6). The demo runs
+ * The spread of admission-to-arrival delays the pace absorbs (docs/guarantee.md, assumption 2 and rule P2). The demo runs
  * senders, database and servers on one (often busy) machine, where a burst of requests can take
  * tens of ms to get through the event loops; 50 ms costs 5% of the quota (100 ms, 10%, in the
  * queues scenario) and keeps arrivals,
@@ -88,31 +94,24 @@ interface Args {
   json: boolean;
 }
 
-class UsageError extends Error {}
+const DEMO_OPTIONS = {
+  backend: { type: "string", value: "azure|redis|etcd|redlock", help: "where the leases live" },
+  scenario: { type: "string", value: "queues|cosmos", help: "which worked example" },
+  json: { type: "boolean", help: "summary as JSON on stdout" },
+  help: { type: "boolean", short: "h", help: "the help text" },
+} as const satisfies OptionSpecs;
 
-function parseArgs(argv: readonly string[]): Args | "help" {
-  const args: Args = { backend: "azure", scenario: "queues", json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const [flag, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
-    const value = () => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
-    if (flag === "--help" || flag === "-h") return "help";
-    else if (flag === "--json") args.json = true;
-    else if (flag === "--backend") {
-      const v = value();
-      if (!["azure", "redis", "etcd", "redlock"].includes(v)) throw new UsageError(`--backend must be azure, redis, etcd or redlock, got ${JSON.stringify(v)}`);
-      args.backend = v as DemoBackend;
-    } else if (flag === "--scenario") {
-      const v = value();
-      if (v !== "queues" && v !== "cosmos") throw new UsageError(`--scenario must be queues or cosmos, got ${JSON.stringify(v)}`);
-      args.scenario = v;
-    } else throw new UsageError(`unknown option ${JSON.stringify(arg)} (see --help)`);
-  }
-  return args;
+function parseDemoArgs(argv: readonly string[]): Args | "help" {
+  const line = readCommandLine(argv, DEMO_OPTIONS, "npm run demo");
+  if (line.flag("help")) return "help";
+  if (line.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(line.positionals[0])}`);
+  const backend = line.string("backend");
+  const scenario = line.string("scenario");
+  return {
+    backend: backend === undefined ? "azure" : oneOf<DemoBackend>("backend", backend, ["azure", "redis", "etcd", "redlock"]),
+    scenario: scenario === undefined ? "queues" : oneOf("scenario", scenario, ["queues", "cosmos"] as const),
+    json: line.flag("json"),
+  };
 }
 
 /** Everything started, stopped in reverse order exactly once: at the end, on failure, on Ctrl-C. */
@@ -131,7 +130,7 @@ let log: NodeJS.WriteStream = process.stdout;
 const say = (text: string) => log.write(`${text}\n`);
 
 async function main(): Promise<number> {
-  const parsed = parseArgs(process.argv.slice(2));
+  const parsed = parseDemoArgs(process.argv.slice(2));
   if (parsed === "help") {
     process.stdout.write(`${HELP}\n`);
     return 0;
@@ -170,6 +169,11 @@ async function main(): Promise<number> {
     say("");
     say(formatTable(result.limited, result.naive));
     say("");
+    if (result.naivePasses) {
+      say("The pattern's published figures beside this run:");
+      say(formatPublishedComparison(result.limited, result.naive, result.naivePasses));
+      say("");
+    }
     say(`Chart: ${chartPath}`);
   }
   if (failures.length > 0) {
@@ -192,14 +196,16 @@ function checkLimited(s: RunSummary, expected: number): string[] {
 interface ScenarioResult {
   limited: RunSummary;
   naive: RunSummary;
+  /** The naive run pass by pass (cosmos only). */
+  naivePasses?: NaivePass[];
   svg: string;
   expectedRecords: number;
-  quota: Plan;
+  quota: PlanInput;
   extra: Record<string, unknown>;
 }
 
 async function queuesScenario(_args: Args, azurite: AzuriteServer, leases: DemoLeaseServer): Promise<ScenarioResult> {
-  const { plan } = QUEUES;
+  const plan = validatePlan({ ...QUEUES.plan, leaseTtlMs: QUEUES.leaseTtlMs, slicesPerInterval: QUEUES.slicesPerInterval, jitterMs: QUEUES.jitterMs });
   const db = await startRemoteDatabase(plan);
   cleanups.push(() => db.stop());
   const queues = QueueServiceClient.fromConnectionString(azurite.connectionString, { retryOptions: { maxTries: 3, tryTimeoutInMs: 10_000 } });
@@ -209,7 +215,7 @@ async function queuesScenario(_args: Args, azurite: AzuriteServer, leases: DemoL
   // The demo just started this backend, so no one can hold a lease it forgot: no grace period.
   if (leases.fresh) {
     const connected = await connectBackend(leases.spec);
-    await connected.backend.ensurePlan(QUEUES.resource, plan, { graceMs: 0, timeoutMs: 10_000 });
+    await connected.backend.ensurePlan(QUEUES.resource, plan, { history: "fresh", timeoutMs: 10_000 });
     await connected.close();
   }
 
@@ -350,7 +356,7 @@ async function runProcessors(
 }
 
 async function cosmosScenario(_args: Args, leases: DemoLeaseServer): Promise<ScenarioResult> {
-  const { plan } = COSMOS;
+  const plan = validatePlan({ ...COSMOS.plan, leaseTtlMs: COSMOS.leaseTtlMs, slicesPerInterval: COSMOS.slicesPerInterval, jitterMs: COSMOS.jitterMs });
   const db = await startRemoteDatabase(plan);
   cleanups.push(() => db.stop());
   const units = COSMOS.records * COSMOS.ruPerRecord;
@@ -361,10 +367,9 @@ async function cosmosScenario(_args: Args, leases: DemoLeaseServer): Promise<Sce
   const connected = await connectBackend(leases.spec);
   cleanups.push(() => connected.close());
   // The demo just started this backend, so no one can hold a lease it forgot: no grace period.
-  if (leases.fresh) await connected.backend.ensurePlan(COSMOS.resource, plan, { graceMs: 0, timeoutMs: 10_000 });
+  if (leases.fresh) await connected.backend.ensurePlan(COSMOS.resource, plan, { history: "fresh", timeoutMs: 10_000 });
   const limiter = new PartitionedRateLimiter({
     resource: COSMOS.resource, ...plan, backend: connected.backend,
-    leaseTtlMs: COSMOS.leaseTtlMs, slicesPerInterval: COSMOS.slicesPerInterval, jitterMs: COSMOS.jitterMs,
     // Reserved capacity: the job knows it needs the whole quota, so it takes it before starting.
     minPartitions: plan.partitions,
   });
@@ -404,30 +409,45 @@ async function cosmosScenario(_args: Args, leases: DemoLeaseServer): Promise<Sce
   const limitedPanel: ChartPanel = { title: `Rate-limited (${leases.spec.kind} leases)`, arrivals: limitedArrivals, processors: ["cosmos"], startT: limitedArrivals[0]?.t ?? 0, showSent: true };
   say(`  ${limited.requestsSent} requests, ${limited.rejected429} rejected, ${limited.timeToFinishS} s`);
 
-  // Naive, as in the seed: send everything, then resend what was rejected once the service allows.
+  // Naive, as the pattern describes it: send every record at once, then, once the service's
+  // Retry-After has passed, resend all that were rejected, until none is. "At once" is Cosmos DB's
+  // bulk mode (up to 100 operations per request, each throttled on its own): 100 requests reach
+  // the service well within a second, so each pass gets exactly what one second's quota allows.
+  // One record a request instead, a pass of 10,000 takes longer than a second to arrive on a busy
+  // machine, and the window sliding meanwhile accepts more than the pattern's 2,000 per pass.
   await db.reset();
-  say("Run 2: naive (send all, resend the rejected after Retry-After)...");
+  say(`Run 2: naive (send all at once in bulk requests of ${COSMOS.bulkSize}, resend the rejected after Retry-After)...`);
   let pending = records;
-  let pass = 0;
+  const passes: { sent: number; rejected: number }[] = [];
   while (pending.length > 0) {
-    pass++;
-    const results = await Promise.all(pending.map((r) => writeRecord(db.url, r, "cosmos", COSMOS.ruPerRecord).then((res) => ({ r, res }))));
-    const rejected = results.filter((x) => x.res.status === 429);
-    say(`  pass ${pass}: sent ${pending.length}, rejected ${rejected.length}`);
-    pending = rejected.map((x) => x.r);
-    if (pending.length > 0) await new Promise((r) => setTimeout(r, Math.max(...rejected.map((x) => x.res.retryAfterMs ?? 1000))));
-    if (pass > 100) throw new Error("the naive run did not finish in 100 passes");
+    const batches = Array.from({ length: Math.ceil(pending.length / COSMOS.bulkSize) }, (_, i) => pending.slice(i * COSMOS.bulkSize, (i + 1) * COSMOS.bulkSize));
+    const results = await Promise.all(batches.map((batch) => writeBulk(db.url, batch, "cosmos", COSMOS.ruPerRecord).then((res) => ({ batch, res }))));
+    const rejected = results.flatMap(({ batch, res }) => batch.filter((_, i) => res.statuses[i] === 429));
+    const retryAfterMs = Math.max(0, ...results.map(({ res }) => res.retryAfterMs ?? 0));
+    passes.push({ sent: pending.length, rejected: rejected.length });
+    const published = PUBLISHED_COSMOS.passes[passes.length - 1];
+    say(`  pass ${passes.length}: sent ${pending.length}, rejected ${rejected.length}${published ? ` (published: ${published.sent}, ${published.rejected})` : " (the published run had 5 passes)"}`);
+    pending = rejected;
+    if (pending.length > 0) await new Promise((r) => setTimeout(r, retryAfterMs || 1000));
+    if (passes.length > 100) throw new Error("the naive run did not finish in 100 passes");
   }
   const naiveArrivals: Arrival[] = await db.arrivals();
+  // Passes never overlap (each starts after every answer of the last), so they split the arrivals in order.
+  let from = 0;
+  const naivePasses: NaivePass[] = passes.map((p) => {
+    const slice = naiveArrivals.slice(from, (from += p.sent));
+    return { ...p, arrivalSpanMs: Math.round(slice.length > 0 ? slice[slice.length - 1]!.t - slice[0]!.t : 0) };
+  });
   const naive = summarise("naive", naiveArrivals, (await db.state()).written, plan, units);
   const naivePanel: ChartPanel = { title: "Naive: send all, retry the rejected", arrivals: naiveArrivals, processors: ["cosmos"], startT: naiveArrivals[0]?.t ?? 0, showSent: true };
   return {
     limited,
     naive,
     svg: renderChart([limitedPanel, naivePanel], plan.limit, plan.intervalMs),
+    naivePasses,
     expectedRecords: COSMOS.records,
     quota: plan,
-    extra: { records: COSMOS.records, ruPerRecord: COSMOS.ruPerRecord, leaseWarmupMs, naivePasses: pass },
+    extra: { records: COSMOS.records, ruPerRecord: COSMOS.ruPerRecord, leaseWarmupMs, naivePasses, published: PUBLISHED_COSMOS },
   };
 }
 

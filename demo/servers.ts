@@ -1,4 +1,4 @@
-import type { BackendSpec } from "../src/cli/backend-url.js";
+import { parseBackendUrl, type BackendSpec } from "../src/cli/backend-url.js";
 import type { AzuriteServer } from "../test/support/servers/azurite.js";
 
 /** The lease backends the demo can run on. */
@@ -27,7 +27,7 @@ export async function startLeaseServer(kind: DemoBackend, azurite: AzuriteServer
   switch (kind) {
     case "azure":
       return {
-        spec: { kind: "azure-blob", connectionString: azurite.connectionString, container: "rate-limits" },
+        spec: parseBackendUrl([`${azurite.connectionString};container=rate-limits`]),
         description: `Azure Blob leases on Azurite (blob port ${azurite.blobPort})`,
         fresh: azurite.managed,
         stop: async () => undefined,
@@ -35,14 +35,14 @@ export async function startLeaseServer(kind: DemoBackend, azurite: AzuriteServer
     case "redis": {
       const { startRedis } = await import("../test/support/servers/redis.js");
       const server = await startRedis();
-      return { spec: { kind: "redis", url: server.url }, description: `Redis at ${server.url}`, fresh: !process.env.REDIS_URL, stop: () => server.stop() };
+      return { spec: parseBackendUrl([server.url]), description: `Redis at ${server.url}`, fresh: !process.env.REDIS_URL, stop: () => server.stop() };
     }
     case "redlock": {
       const { startRedisTrio } = await import("../test/support/servers/redis.js");
       const servers = await startRedisTrio();
       const urls = servers.map((s) => s.url);
       return {
-        spec: { kind: "redlock", urls },
+        spec: parseBackendUrl(urls),
         description: `Redlock over ${urls.join(", ")}`,
         fresh: !process.env.REDLOCK_URLS,
         stop: async () => void (await Promise.all(servers.map((s) => s.stop()))),
@@ -52,7 +52,7 @@ export async function startLeaseServer(kind: DemoBackend, azurite: AzuriteServer
       const { startEtcd } = await import("../test/support/servers/etcd.js");
       const server = await startEtcd();
       const host = server.endpoint.replace(/^https?:\/\//, "");
-      return { spec: { kind: "etcd", hosts: [server.endpoint] }, description: `etcd at ${host}`, fresh: server.managed, stop: () => server.stop() };
+      return { spec: parseBackendUrl([`etcd://${host}`]), description: `etcd at ${host}`, fresh: server.managed, stop: () => server.stop() };
     }
   }
 }

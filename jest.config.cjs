@@ -12,13 +12,18 @@ const common = {
   testEnvironment: "node",
   rootDir: __dirname,
   transform,
-  moduleNameMapper: { "^(\\.{1,2}/.*)\\.js$": "$1" },
+  moduleNameMapper: {
+    "^(\\.{1,2}/.*)\\.js$": "$1",
+    // The package by name, as in tsconfig.json "paths": the root entry and each subpath's entry file.
+    "^partitioned-rate-limiter$": "<rootDir>/src/index.ts",
+    "^partitioned-rate-limiter/(.+)$": "<rootDir>/src/entries/$1.ts",
+  },
 };
 
 module.exports = {
   testTimeout: 60_000,
   projects: [
-    { ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts", "<rootDir>/test/conformance/**/*.test.ts"] },
+    { ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts", "<rootDir>/test/conformance/**/*.test.ts", "<rootDir>/test/model/**/*.test.ts"] },
     { ...common, displayName: "system", testMatch: ["<rootDir>/test/integration/**/*.test.ts", "<rootDir>/test/faults/**/*.test.ts"] },
   ],
 };

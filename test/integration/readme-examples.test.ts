@@ -9,7 +9,8 @@
  * maps each entry of package.json `exports` to its source file, for tsc and for tsx
  * (TSX_TSCONFIG_PATH), so no build is needed and nothing unexported can be imported.
  *
- * Servers are started for the addresses an example reads: REDIS_URL, REDLOCK_URLS, ETCD_ENDPOINTS,
+ * Servers are started for the addresses an example reads: REDIS_URL, REDLOCK_URLS,
+ * REDIS_CLUSTER_NODES, REDIS_SENTINELS (and REDIS_SENTINEL_NAME), ETCD_ENDPOINTS,
  * AZURE_STORAGE_CONNECTION_STRING (or taken from the environment, see test/support/servers).
  */
 import { execFile, execFileSync, spawn } from "node:child_process";
@@ -18,6 +19,8 @@ import { join, resolve } from "node:path";
 import { startAzurite, type AzuriteServer } from "../support/servers/azurite.js";
 import { startEtcd, type EtcdServer } from "../support/servers/etcd.js";
 import { startRedis, startRedisTrio, type RedisServer } from "../support/servers/redis.js";
+import { startRedisCluster, type RedisCluster } from "../support/servers/redis-cluster.js";
+import { startRedisSentinel, type RedisSentinelGroup } from "../support/servers/redis-sentinel.js";
 
 const ROOT = resolve(__dirname, "..", "..");
 /** How long one example may run, start-up included. The slowest wait one 15 s lease grace. */
@@ -95,6 +98,19 @@ beforeAll(async () => {
     started.push(startRedisTrio().then((trio: RedisServer[]) => {
       servers.push(...trio);
       env.REDLOCK_URLS = trio.map((r) => r.url).join(",");
+    }));
+  }
+  if (reads("REDIS_CLUSTER_NODES")) {
+    started.push(startRedisCluster().then((cluster: RedisCluster) => {
+      servers.push(cluster);
+      env.REDIS_CLUSTER_NODES = cluster.nodes.map((n) => `${n.host}:${n.port}`).join(",");
+    }));
+  }
+  if (reads("REDIS_SENTINELS")) {
+    started.push(startRedisSentinel().then((group: RedisSentinelGroup) => {
+      servers.push(group);
+      env.REDIS_SENTINELS = group.sentinels.map((n) => `${n.host}:${n.port}`).join(",");
+      env.REDIS_SENTINEL_NAME = group.name;
     }));
   }
   if (reads("ETCD_ENDPOINTS")) {

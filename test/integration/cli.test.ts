@@ -112,6 +112,28 @@ describe("partitioned-rate-limiter CLI: the documented forms against real server
     }
   });
 
+  test("Redis: --replace repairs a plan written by version 0.1 or by hand (readPlan refuses it), with a warning and the unknown-history grace", async () => {
+    const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 5000, lazyConnect: true });
+    await client.connect();
+    try {
+      for (const [resource, text] of [["legacy-db", '{"intervalMs":1000,"limit":100,"partitions":10,"pools":{}}'], ["garbled-db", "{not json"]] as const) {
+        await client.set(`prl:{${resource}}:plan`, text);
+        const plan = ["plan", resource, "--limit", "100", "--interval-ms", "1000", "--partitions", "10", "--backend", redis.url];
+        const verify = await cli(...plan);
+        expect([resource, verify.code]).toEqual([resource, 3]);
+        const replaced = await cli(...plan, "--replace", "--json");
+        expect([resource, replaced.code]).toEqual([resource, 0]);
+        expect(replaced.stderr).toMatch(new RegExp(`^warning: the stored plan of ${resource} cannot be read \\(.+\\); replacing it\n$`));
+        const out = JSON.parse(replaced.stdout) as { outcome: string; epoch: number; graceMs: number; plan: { limit: number } };
+        expect(out).toMatchObject({ outcome: "replaced", plan: { limit: 100 } });
+        expect(out.graceMs).toBeGreaterThan(60_000);
+        expect(await cli(...plan)).toMatchObject({ code: 0, stderr: "" });
+      }
+    } finally {
+      client.disconnect();
+    }
+  });
+
   test("Redlock: redlock://h1:p1,h2:p2,h3:p3 and a repeated --backend redis://; a minority down is a warning, a majority an exit 4", async () => {
     const hosts = trio.map((r) => hostPort(r.url));
     const address = `redlock://${hosts.join(",")}`;

@@ -2,6 +2,7 @@ import { PLAN_DEFAULTS, PLAN_RANGES, planMismatch, samePlan, validatePlan, type 
 import { numberArgument, positiveNumber, UsageError, wholeNumber, type CommandLine, type OptionSpecs } from "../args.js";
 import { EXIT, resourceArgument, withBackend, type Command } from "../command.js";
 import { describePlan } from "../format-plan.js";
+import { PlanMismatchError } from "../../errors/plan-mismatch-error.js";
 
 const PLAN_OPTIONS = {
   limit: { type: "string", value: "<n>", help: "units allowed in any window of --interval-ms (a positive number)" },
@@ -40,7 +41,18 @@ export const planCommand: Command = {
     // Everything is checked before the network is touched.
     const plan = remove ? null : planFrom(line);
     return withBackend(line, io, async ({ backend, where, timeoutMs }) => {
-      const before = await backend.readPlan(resource, { timeoutMs });
+      // --replace is how an unreadable plan (edited by hand, or written by version 0.1) is
+      // repaired, so for it such a plan is no error: it is replaced with no expected epoch.
+      let before: StoredPlan | null;
+      let unreadable = false;
+      try {
+        before = await backend.readPlan(resource, { timeoutMs });
+      } catch (error) {
+        if (!(replace && PlanMismatchError.is(error))) throw error;
+        before = null;
+        unreadable = true;
+        io.err.write(`warning: the stored plan of ${resource} cannot be read (${error.message}); replacing it\n`);
+      }
       let outcome: "created" | "verified" | "replaced" | "deleted" | "absent";
       let stored: StoredPlan | null;
       if (remove) {
@@ -48,7 +60,7 @@ export const planCommand: Command = {
         stored = null;
       } else if (replace) {
         stored = await backend.replacePlan(resource, plan!, before ? { expectedEpoch: before.epoch, timeoutMs } : { timeoutMs });
-        outcome = before ? "replaced" : "created";
+        outcome = before || unreadable ? "replaced" : "created";
       } else {
         stored = await backend.ensurePlan(resource, plan!, { history: line.flag("fresh") ? "fresh" : "unknown", timeoutMs });
         if (!samePlan(stored.plan, plan!)) throw planMismatch(resource, stored, plan!);

@@ -58,6 +58,7 @@ export function decodeHolderRecord(holderId: string, text: string): HolderRecord
   }
 }
 
+/** Three decimals are plenty for a display figure; above 1e15 a double has no decimals to drop, and `n * 1000` could overflow to Infinity (which JSON writes as null). */
 function round(n: number): number {
-  return Math.round(n * 1000) / 1000;
+  return n >= 1e15 ? n : Math.round(n * 1000) / 1000;
 }

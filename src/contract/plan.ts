@@ -101,7 +101,9 @@ export function validatePlan(input: PlanInput, prefix = ""): Plan {
   const pools = validatePools(o.pools, partitions, prefix);
   const slicesPerInterval = optionalNumber(`${prefix}slicesPerInterval`, o.slicesPerInterval, PLAN_DEFAULTS.slicesPerInterval, PLAN_RANGES.slicesPerInterval);
   const driftFactor = optionalNumber(`${prefix}driftFactor`, o.driftFactor, PLAN_DEFAULTS.driftFactor, PLAN_RANGES.driftFactor);
-  const jitterMs = optionalNumber(`${prefix}jitterMs`, o.jitterMs, PLAN_DEFAULTS.jitterMs, { ...PLAN_RANGES.jitterMs, max: intervalMs });
+  // The default is capped like a given value would be, so a very short window still makes a plan
+  // whose stored text reads back (jitter above the window is refused when decoding).
+  const jitterMs = optionalNumber(`${prefix}jitterMs`, o.jitterMs, Math.min(PLAN_DEFAULTS.jitterMs, intervalMs), { ...PLAN_RANGES.jitterMs, max: intervalMs });
   const leaseTtlMs = optionalNumber(`${prefix}leaseTtlMs`, o.leaseTtlMs, PLAN_DEFAULTS.leaseTtlMs, PLAN_RANGES.leaseTtlMs);
   const plan: Plan = { limit, intervalMs, partitions, pools, slicesPerInterval, leaseTtlMs, jitterMs, driftFactor };
   const margin = minimumSafetyMarginMs(plan);

@@ -100,7 +100,14 @@ const OPTION_NAMES = {
 
 const PLAN_OPTIONS = ["limit", "intervalMs", "partitions", "pools", "slicesPerInterval", "leaseTtlMs", "jitterMs", "driftFactor"] as const;
 
-const BACKEND_METHODS = ["ensurePlan", "readPlan", "replacePlan", "deletePlan", "tryAcquire", "heartbeat", "release", "inspect", "close"] as const;
+const BACKEND_METHODS = ["ensurePlan", "readPlan", "replacePlan", "deletePlan", "tryAcquire", "heartbeat", "release", "inspect", "close"] as const satisfies readonly (keyof LeaseBackend)[];
+/** Fails to compile when LeaseBackend gains a method that BACKEND_METHODS does not check. */
+type UncheckedBackendMethods = Exclude<
+  { [K in keyof LeaseBackend]: LeaseBackend[K] extends (...args: never[]) => unknown ? K : never }[keyof LeaseBackend],
+  (typeof BACKEND_METHODS)[number]
+>;
+const everyBackendMethodChecked: [UncheckedBackendMethods] extends [never] ? true : UncheckedBackendMethods = true;
+void everyBackendMethodChecked;
 
 /** Validates options, naming the option, the value and what is allowed in every error. */
 export function resolveOptions(input: PartitionedRateLimiterOptions): ResolvedOptions {
@@ -155,16 +162,25 @@ export function resolveOptions(input: PartitionedRateLimiterOptions): ResolvedOp
   const maxQueued = o.maxQueued === undefined || o.maxQueued === Infinity
     ? Infinity
     : finiteNumber("maxQueued", o.maxQueued, { min: 0, integer: true });
-  const queuePolicy = o.queuePolicy ?? "reject";
+  // `=== undefined`, not `??`: null is a wrong value, not a missing one.
+  const queuePolicy = o.queuePolicy === undefined ? "reject" : o.queuePolicy;
   if (queuePolicy !== "reject" && queuePolicy !== "drop-oldest") {
     throw new ConfigError("queuePolicy", queuePolicy, `"reject" or "drop-oldest"`);
   }
-  const clock = (o.clock ?? systemClock) as Clock;
+  const clock = (o.clock === undefined ? systemClock : o.clock) as Clock;
   if (typeof clock !== "object" || clock === null || typeof clock.now !== "function" || typeof clock.setTimeout !== "function" || typeof clock.clearTimeout !== "function") {
     throw new ConfigError("clock", o.clock, "a Clock with now(), setTimeout() and clearTimeout()");
   }
-  const random = (o.random ?? Math.random) as () => number;
-  if (typeof random !== "function") throw new ConfigError("random", o.random, "a function returning a number in [0, 1)");
+  const givenRandom = (o.random === undefined ? Math.random : o.random) as () => number;
+  if (typeof givenRandom !== "function") throw new ConfigError("random", o.random, "a function returning a number in [0, 1)");
+  // A value outside [0, 1) (a seeded generator returning integers, NaN) must not index past a
+  // candidate list or turn a backoff into NaN: it is folded into [0, 1).
+  const random = () => {
+    const r = givenRandom();
+    if (!Number.isFinite(r)) return 0;
+    const folded = Math.abs(r) % 1;
+    return folded;
+  };
   const signal = optionalSignal("signal", o.signal);
   return {
     resource, backend, plan, followPlan, settings, weight, holderId, maxQueued, queuePolicy, clock, signal, random, initialConfig,

@@ -1,4 +1,4 @@
-import { Redis } from "ioredis";
+import { Redis } from "../support/ioredis.js";
 import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
 import { describeLeaseBackendConformance } from "../../src/testing/conformance.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";

@@ -1,4 +1,4 @@
-import { Redis } from "ioredis";
+import { Redis } from "../support/ioredis.js";
 import { RedlockLeaseBackend } from "../../src/lease-backends/redlock.js";
 import { describeLeaseBackendConformance } from "../../src/testing/conformance.js";
 import { startRedisTrio, type RedisServer } from "../support/servers/redis.js";

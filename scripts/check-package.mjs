@@ -136,9 +136,12 @@ try {
   }
   const readme = readFileSync(join(root, "README.md"), "utf8");
   const images = [...readme.matchAll(/!\[[^\]]*\]\(([^)\s]+)[^)]*\)/g)].map((m) => m[1]).filter((src) => !/^[a-z]+:/i.test(src));
-  const missing = ["LICENSE", "README.md", ...images].filter((file) => !files.has(file));
+  // Documents the README links by a relative path (docs/guarantee.md, ...) ship too, so its links
+  // work on the registry's page and in node_modules.
+  const documents = [...new Set([...readme.matchAll(/(?<!!)\[[^\]]*\]\((docs\/[^)#\s]+)(?:#[^)]*)?\)/g)].map((m) => m[1]))];
+  const missing = ["LICENSE", "README.md", ...images, ...documents].filter((file) => !files.has(file));
   if (missing.length > 0) throw new Error(`the package lacks ${missing.join(", ")} (add them to "files" in package.json)`);
-  pass(`tarball: ${files.size} files, every file package.json names (${subpaths.length} entries × ESM/CJS × JS/types, typesVersions, bin), LICENSE and ${images.length} README image(s)`);
+  pass(`tarball: ${files.size} files, every file package.json names (${subpaths.length} entries × ESM/CJS × JS/types, typesVersions, bin), LICENSE, ${images.length} README image(s) and ${documents.length} linked document(s)`);
 
   // 2. Which peers each entry's declarations name.
   const optional = Object.keys(pkg.peerDependenciesMeta ?? {}).filter((p) => pkg.peerDependenciesMeta[p].optional);

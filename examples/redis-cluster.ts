@@ -12,7 +12,7 @@ const cluster = new Cluster(startupNodes, {
   scaleReads: "master", // ioredis's default: never read lease keys from a replica
   maxRedirections: 3, retryDelayOnFailover: 100, retryDelayOnClusterDown: 100, retryDelayOnTryAgain: 100,
   slotsRefreshTimeout: 1000,
-  redisOptions: { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 },
+  redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 },
 });
 cluster.on("error", (error: Error) => console.error("redis cluster:", error.message));
 await new Promise<void>((resolve) => cluster.once("ready", () => resolve()));

@@ -1,13 +1,13 @@
-import { Redis } from "../support/ioredis.js";
+import { Redis, type RedisClient } from "../support/ioredis.js";
 import { RedisLeaseBackend } from "../../src/lease-backends/redis.js";
 import { describeLeaseBackendConformance } from "../../src/testing/conformance.js";
 import { startRedis, type RedisServer } from "../support/servers/redis.js";
 
 let server: RedisServer;
-const clients: Redis[] = [];
+const clients: RedisClient[] = [];
 
 /** A client as the README tells users to create one: no offline queue, bounded retries and command time. */
-async function connect(): Promise<Redis> {
+async function connect(): Promise<RedisClient> {
   const client = new Redis(server.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 5000, lazyConnect: true });
   client.on("error", () => undefined);
   clients.push(client);

@@ -1,12 +1,12 @@
-import { Redis } from "../support/ioredis.js";
+import { Redis, type RedisClient } from "../support/ioredis.js";
 import { RedlockLeaseBackend } from "../../src/lease-backends/redlock.js";
 import { describeLeaseBackendConformance } from "../../src/testing/conformance.js";
 import { startRedisTrio, type RedisServer } from "../support/servers/redis.js";
 
 let servers: RedisServer[] = [];
-const clients: Redis[] = [];
+const clients: RedisClient[] = [];
 
-async function connect(url: string): Promise<Redis> {
+async function connect(url: string): Promise<RedisClient> {
   const client = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 5000, lazyConnect: true });
   client.on("error", () => undefined);
   clients.push(client);

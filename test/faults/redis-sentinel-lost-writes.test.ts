@@ -15,9 +15,10 @@ import { REDIS_SENTINELS_ENV, startRedisSentinel, type RedisSentinelGroup } from
 // follow another address back at the primary.) Without detecting the promotion (its run_id differs
 // from the one that granted the leases) and waiting out a grace before granting, windows go over.
 //
-// PENDING: expected to fail on the backend of this branch (windows over); rename it to
-// redis-sentinel-lost-writes.test.ts when the backend-epoch detection lands. Run it before that with
-//   flock /tmp/prl-heavy.lock npx jest --selectProjects system --testMatch '**/redis-sentinel-lost-writes.pending.ts'
+// The backend detects the promotion (the promoted replica's run_id differs from the one stored
+// beside the plan) and grants nothing for the backend-epoch grace (docs/guarantee.md, G2); the
+// survivors keep renewing the leases the replica has. Before that detection this row measured 650
+// windows over, the worst at 128% of the limit, 2.8 s after the kill.
 // About 45 s.
 
 const TTL = 15_000;

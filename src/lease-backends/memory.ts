@@ -163,10 +163,20 @@ export class MemoryLeaseBackend implements LeaseBackend {
   /**
    * Replaces the state with `snapshot` under a new server identity, like a server restarted from
    * an older RDB or AOF file: plans survive, leases granted or renewed since are forgotten or
-   * carry old expiries.
+   * carry old expiries. With `reviveLeases`, like etcd restored by `etcdctl snapshot restore`:
+   * every lease in the snapshot lives a full TTL from now.
    */
-  restore(snapshot: MemorySnapshot): void {
+  restore(snapshot: MemorySnapshot, options: { reviveLeases?: boolean } = {}): void {
     this.resources = copyResources(snapshot.resources);
+    if (options.reviveLeases) {
+      // As etcd does: every lease in the snapshot comes back with its full TTL from now, even one
+      // that had expired (and was granted to someone else) since the snapshot was taken.
+      const now = this.clock.now();
+      for (const r of this.resources.values()) {
+        const ttl = r.stored?.plan.leaseTtlMs ?? 0;
+        for (const g of r.grants.values()) g.expiresAt = now + ttl;
+      }
+    }
     this.newIncarnation();
   }
 

@@ -181,6 +181,14 @@ export interface LeaseBackend {
   /** Which TTLs this backend can grant. */
   readonly leaseTtlRule: LeaseTtlRule;
   /**
+   * Whether a restore or failover can bring back a lease that had already expired (etcd revives
+   * every lease of a snapshot for a full TTL). false promises that a lease the backend renews was
+   * never expired on it (absolute expiries survive a restore, as in Redis RDB files): only then
+   * does a limiter use a partition again that passed its local deadline, when a renewal during a
+   * grace finds it still its grant (docs/guarantee.md, G2). Absent means true.
+   */
+  readonly revivesExpiredLeases?: boolean;
+  /**
    * Stores `plan` as epoch 1 if the resource has no plan, with the grace of `creationGraceMs(plan,
    * opts.history)` unless the backend proves that nothing it granted before can still be in use;
    * otherwise returns the stored plan unchanged (the caller compares it). Rejects with

@@ -102,6 +102,8 @@ export class EtcdLeaseBackend implements LeaseBackend {
   /** `"etcd"`. */
   readonly name = "etcd";
   /** Whole seconds from 2 s to 60 s. */
+  /** etcd revives every lease to its full TTL when a leader takes office, a restored snapshot's included. */
+  readonly revivesExpiredLeases = true;
   readonly leaseTtlRule: LeaseTtlRule = {
     minMs: 2000,
     maxMs: MAX_LEASE_TTL_MS,

@@ -83,6 +83,8 @@ export class MemoryLeaseBackend implements LeaseBackend {
   /** `"memory"`. */
   readonly name = "memory";
   /** Any whole-ms TTL up to the library's maximum. */
+  /** `restore(snapshot, { reviveLeases: true })` revives expired leases, as etcd does. */
+  readonly revivesExpiredLeases = true;
   readonly leaseTtlRule: LeaseTtlRule = { minMs: 1, maxMs: MAX_LEASE_TTL_MS, stepMs: 1, reason: "the memory backend takes any whole ms" };
   private readonly clock: Clock;
   private resources = new Map<string, ResourceRecord>();

@@ -421,7 +421,7 @@ export class LeaseManager {
     if (sameEpoch && result.graceMs === 0) this.cleanBeatSentAt = sentAt;
     held.forEach((h, i) => {
       if (!this.pacer.partitions.includes(h)) return; // retired meanwhile
-      if (result.renewed[i] === true && h.lapsed && result.graceMs > 0) {
+      if (result.renewed[i] === true && h.lapsed && result.graceMs > 0 && this.o.backend.revivesExpiredLeases !== false) {
         // Renewed, so no one else can take it, but not used yet: a backend in a grace may have
         // revived this grant from a snapshot (etcd does) after it expired and went to another
         // holder, who admits on it until its own deadline. After the grace (longer than any

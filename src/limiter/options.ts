@@ -103,7 +103,7 @@ const PLAN_OPTIONS = ["limit", "intervalMs", "partitions", "pools", "slicesPerIn
 const BACKEND_METHODS = ["ensurePlan", "readPlan", "replacePlan", "deletePlan", "tryAcquire", "heartbeat", "release", "inspect", "close"] as const satisfies readonly (keyof LeaseBackend)[];
 /** Fails to compile when LeaseBackend gains a method that BACKEND_METHODS does not check. */
 type UncheckedBackendMethods = Exclude<
-  { [K in keyof LeaseBackend]: LeaseBackend[K] extends (...args: never[]) => unknown ? K : never }[keyof LeaseBackend],
+  { [K in keyof LeaseBackend]-?: LeaseBackend[K] extends (...args: never[]) => unknown ? K : never }[keyof LeaseBackend],
   (typeof BACKEND_METHODS)[number]
 >;
 const everyBackendMethodChecked: [UncheckedBackendMethods] extends [never] ? true : UncheckedBackendMethods = true;

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { TimeoutError } from "../errors/timeout-error.js";
 import { systemClock, type Clock, type TimerHandle } from "../contract/clock.js";
 import type { CallOptions } from "../contract/lease-backend.js";
@@ -17,6 +18,10 @@ export async function withDeadline<T>(
   const outer = opts?.signal;
   if (outer?.aborted) throw outer.reason;
   const inner = new AbortController();
+  // One call may fan out into many requests that each listen (a heartbeat of 20 leases on Azure,
+  // a Redlock call to every server): more than Node's default of 10 is expected, not a leak, and
+  // every listener goes with the call.
+  setMaxListeners(0, inner.signal);
   let timer: TimerHandle | undefined;
   let onAbort: (() => void) | undefined;
   const stop = new Promise<never>((_, reject) => {

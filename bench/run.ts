@@ -8,7 +8,7 @@
  *   npm run bench -- --only latency    one scenario (repeatable, or comma-separated)
  *   npm run bench -- --json            one JSON object on stdout instead of markdown
  *
- * Scenarios: throughput, latency, backend-load, accuracy, scale. `latency` and `backend-load`
+ * Scenarios: throughput, latency, backend-load, accuracy, scale, fairness. `latency` and `backend-load`
  * share one run at the same offered load when both are selected.
  */
 import { randomBytes } from "node:crypto";
@@ -18,12 +18,13 @@ import { oneOf, readCommandLine, UsageError, type OptionSpecs } from "../src/cli
 import { startRedis } from "../test/support/servers/redis.js";
 import { markdownTable, type BenchContext, type ScenarioResult } from "./common.js";
 import { runAccuracy } from "./accuracy.js";
+import { runFairness } from "./fairness.js";
 import { runLoad } from "./load.js";
 import { PEER_CONFIG } from "./peers.js";
 import { runScale } from "./scale.js";
 import { runThroughput } from "./throughput.js";
 
-const SCENARIOS = ["throughput", "latency", "backend-load", "accuracy", "scale"] as const;
+const SCENARIOS = ["throughput", "latency", "backend-load", "accuracy", "scale", "fairness"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -142,6 +143,10 @@ async function main(): Promise<void> {
     if (args.only.has("scale")) {
       log("scenario 5: coordination scale on virtual time");
       results.push(await runScale(ctx));
+    }
+    if (args.only.has("fairness")) {
+      log("scenario 6: fairness to a late joiner (4 processes)");
+      results.push(await runFairness(ctx));
     }
   } finally {
     await stop();

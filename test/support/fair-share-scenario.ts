@@ -54,7 +54,10 @@ export interface FairShareScenarioResult {
   readonly timeline: readonly (readonly HeldSample[])[];
   /** The ideal share of each member with all members present (see {@link idealShares}). */
   readonly finalIdeal: readonly number[];
-  /** Per member: ms from its join until it held its ideal share among the members then present, within one partition; null if never. */
+  /**
+   * Per member: ms from its join until it first held, within one partition, its ideal share among
+   * the members started by then (a later join lowers the share it is due); null if never.
+   */
   readonly joinToShareMs: readonly (number | null)[];
   /** After the last join: when every member held its final ideal share within one partition; null if not within the settle timeout. */
   readonly settledAt: number | null;
@@ -62,7 +65,7 @@ export interface FairShareScenarioResult {
   readonly steady: { readonly from: number; readonly to: number };
   /** Units each member's requests brought to the service in the steady window, per second. */
   readonly steadyRates: readonly number[];
-  /** Jain's index of the steady rates divided by weight (1 = each got its weighted share). */
+  /** Jain's index of the steady rates, each divided by the member's final ideal share (1 = each got its share; equal shares: the plain index of the rates). */
   readonly jain: number;
   /** Largest |held − final ideal| of any member in any sample of the steady window. */
   readonly steadyMaxDeviation: number;
@@ -170,10 +173,13 @@ export async function runFairShareScenario(o: FairShareScenarioOptions): Promise
     const arrivals = recorder.arrivals();
 
     const joinedAt = g.workers.map((w) => w.startedAt ?? NaN);
+    // The share a member is due at time t: its ideal share among the members started by then.
+    const idealAt = (i: number, t: number): number => {
+      const present = members.filter((_, j) => j === i || joinedAt[j]! <= t);
+      return idealShares(partitions, present)[present.indexOf(members[i]!)]!;
+    };
     const joinToShareMs = members.map((_, i) => {
-      const present = members.filter((m) => m.joinAtMs <= members[i]!.joinAtMs);
-      const ideal = idealShares(partitions, present)[present.indexOf(members[i]!)]!;
-      const hit = timeline[i]!.find((s) => s.at >= joinedAt[i]! && Math.abs(s.held - ideal) <= 1);
+      const hit = timeline[i]!.find((s) => s.at >= joinedAt[i]! && Math.abs(s.held - idealAt(i, s.at)) <= 1);
       return hit ? hit.at - joinedAt[i]! : null;
     });
     const steadyRates = ids.map((id) => {
@@ -198,7 +204,7 @@ export async function runFairShareScenario(o: FairShareScenarioOptions): Promise
       settledAt: settledAt === null ? null : settledAt - lastJoin,
       steady: { from, to },
       steadyRates,
-      jain: jainIndex(steadyRates.map((r, i) => r / (members[i]!.weight ?? 1))),
+      jain: jainIndex(steadyRates.map((r, i) => r / finalIdeal[i]!)),
       steadyMaxDeviation,
       steadyMoves,
       audit: auditSlidingWindows(arrivals.map((a) => ({ t: a.t, units: a.cost })), limit, intervalMs),

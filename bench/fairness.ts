@@ -157,7 +157,7 @@ export async function runFairness(ctx: BenchContext): Promise<ScenarioResult> {
         title:
           `${PROCESSES - 1} processes x ${CONCURRENCY} loops of "wait for admission, then GET the recorder" share ${QUOTA.limit} per ${QUOTA.intervalMs} ms; ` +
           `a ${PROCESSES}th, the same, joins at ${joinAtMs / 1000} s. Join to fair share = until its arrivals in a trailing ${QUOTA.intervalMs} ms first reach ${pct(REACHED, 0)} of ` +
-          `${fairPerIntervalText()}; share = its arrivals / all arrivals in the ${measureMs / 1000} s after it joined (fair: ${pct(fair, 0)}); ratios are ours ÷ peer`,
+          `${fairPerIntervalText()}; share = its arrivals / all arrivals in the ${measureMs / 1000} s after it joined (fair: ${pct(fair, 0)}); ratios are ours ÷ peer (time above 1: ours slower; share below 1: ours smaller)`,
         headers: ["contender", "first admission", "join to fair share", "joiner's share of the next 10 s", "units per process (joiner last)", "Jain, last 5 s", "windows over limit", "worst window", "ours: time ÷ peer's", "ours: share ÷ peer's"],
         rows: results.map((r) => [
           r.contender,
@@ -179,6 +179,7 @@ export async function runFairness(ctx: BenchContext): Promise<ScenarioResult> {
     ],
     notes: [
       `Ours: the joiner publishes that it wants more at its first heartbeat; each incumbent sees it at its own next heartbeat (every leaseTtlMs / 3 = 5 s) and hands its excess back through the quiet gap of docs/guarantee.md (H1), so the time to share is bounded by one renew period plus a slice, not by the TTL.`,
+      "Ours admits nothing for the joiner until an incumbent gives a partition back, so its first admission waits for the incumbents' next heartbeat too; the peers admit a joiner at once, and in this run both peers let more than the limit into some windows (see \"windows over limit\").",
       "rate-limiter-flexible: every process polls one fixed-window key; a newcomer competes for the points left in each window, so its share depends on how often its queue retries, not on a fair-share rule.",
       "bottleneck clustered: one minTime schedule in Redis; each process's queue asks for the next slot, so the joiner's share depends on the order in which its requests reach Redis.",
       `"never" in the time ratio is counted as the whole ${measureMs / 1000} s for the peer.`,

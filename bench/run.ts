@@ -3,7 +3,7 @@
  * bottleneck and p-throttle, all against one redis-server that this script starts on a free
  * loopback port and stops at the end.
  *
- *   npm run bench                      all scenarios, under 5 minutes
+ *   npm run bench                      all scenarios: under 5 minutes, plus about 65 s for fairness
  *   npm run bench -- --quick           a ~1 minute smoke run (shorter phases, smaller grid)
  *   npm run bench -- --only latency    one scenario (repeatable, or comma-separated)
  *   npm run bench -- --json            one JSON object on stdout instead of markdown

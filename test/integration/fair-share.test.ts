@@ -198,13 +198,28 @@ describe.each([
       `ramp-up, ${name}, ${caller}: ${units} units in the second after the first admission (${((units / ceiling) * 100).toFixed(1)}% of the paced ceiling ${ceiling.toFixed(1)}); ` +
         `admissions: ${audit.overLimitWindows} windows over, worst ${(audit.worstRatio * 100).toFixed(2)}%; ` +
         `as the caller saw them: ${callerAudit.overLimitWindows} over, worst ${(callerAudit.worstRatio * 100).toFixed(2)}% ` +
-        `(its window starts ${(callerAudit.worstAt - first).toFixed(0)} ms after the first admission)\n`,
+        `(its window starts ${(callerAudit.worstAt - first).toFixed(0)} ms after the first admission; ` +
+        `largest lag of the caller's n-th unit behind the limiter's: ${lagMs(admissions, seen).toFixed(1)} ms)\n`,
     );
     expect(seen.length).toBeGreaterThan(0);
     expect(audit.overLimitWindows).toBe(0);
     expect(units / ceiling).toBeGreaterThanOrEqual(0.95);
   }, 30_000);
 });
+
+/** The largest delay of the time the caller saw its n-th unit behind the time the limiter admitted the n-th unit. */
+function lagMs(admitted: readonly { t: number; units: number }[], seen: readonly { t: number; units: number }[]): number {
+  let lag = 0;
+  let i = 0;
+  let a = 0;
+  let s = 0;
+  for (const x of seen) {
+    s += x.units;
+    while (i < admitted.length && a < s) a += admitted[i++]!.units;
+    if (a >= s) lag = Math.max(lag, x.t - admitted[i - 1]!.t);
+  }
+  return lag;
+}
 
 function* endless(): Generator<number> {
   for (let i = 0; ; i++) yield i;

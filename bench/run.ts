@@ -3,12 +3,12 @@
  * bottleneck and p-throttle, all against one redis-server that this script starts on a free
  * loopback port and stops at the end.
  *
- *   npm run bench                      all scenarios, under 5 minutes
+ *   npm run bench                      all scenarios: under 5 minutes, plus about 65 s for fairness
  *   npm run bench -- --quick           a ~1 minute smoke run (shorter phases, smaller grid)
  *   npm run bench -- --only latency    one scenario (repeatable, or comma-separated)
  *   npm run bench -- --json            one JSON object on stdout instead of markdown
  *
- * Scenarios: throughput, latency, backend-load, accuracy, scale. `latency` and `backend-load`
+ * Scenarios: throughput, latency, backend-load, accuracy, scale, fairness. `latency` and `backend-load`
  * share one run at the same offered load when both are selected.
  */
 import { randomBytes } from "node:crypto";
@@ -18,12 +18,13 @@ import { oneOf, readCommandLine, UsageError, type OptionSpecs } from "../src/cli
 import { startRedis } from "../test/support/servers/redis.js";
 import { markdownTable, type BenchContext, type ScenarioResult } from "./common.js";
 import { runAccuracy } from "./accuracy.js";
+import { runFairness } from "./fairness.js";
 import { runLoad } from "./load.js";
 import { PEER_CONFIG } from "./peers.js";
 import { runScale } from "./scale.js";
 import { runThroughput } from "./throughput.js";
 
-const SCENARIOS = ["throughput", "latency", "backend-load", "accuracy", "scale"] as const;
+const SCENARIOS = ["throughput", "latency", "backend-load", "accuracy", "scale", "fairness"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -142,6 +143,10 @@ async function main(): Promise<void> {
     if (args.only.has("scale")) {
       log("scenario 5: coordination scale on virtual time");
       results.push(await runScale(ctx));
+    }
+    if (args.only.has("fairness")) {
+      log("scenario 6: fairness to a late joiner (4 processes)");
+      results.push(await runFairness(ctx));
     }
   } finally {
     await stop();

@@ -33,6 +33,16 @@ export interface StartWorkersOptions {
   idPrefix?: string;
   /** Run the workers at raised scheduling priority where permitted (see HARNESS_NICE in priority.ts). Default true. */
   raisePriority?: boolean;
+  /**
+   * Per-worker limiter options laid over `limiter` (entry i for worker i), e.g. a weight or a
+   * reserve for one of them. Default: none.
+   */
+  limiterOverrides?: readonly Partial<WorkerLimiterOptions>[];
+  /**
+   * Start every worker once all are ready (default true). With false, each waits, connected and
+   * compiled, until {@link WorkerHandle.start}: a staggered join then costs no start-up time.
+   */
+  autoStart?: boolean;
 }
 
 /** WorkerHandle is the parent's view of one worker process. */
@@ -53,6 +63,10 @@ export interface WorkerHandle {
   stop(timeoutMs?: number): Promise<WorkerStats | null>;
   /** Settles when the process has exited. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Tells the worker to create its limiter and start its demand (once; later calls do nothing). */
+  start(): void;
+  /** When {@link start} was sent, on this process's `performance.now()`; null before. */
+  readonly startedAt: number | null;
 }
 
 /** WorkerGroup is a set of running workers, from {@link startWorkers}. */
@@ -92,7 +106,7 @@ export async function startWorkers(n: number, spec: BackendSpec, options: StartW
     const config: WorkerConfig = {
       id: `${options.idPrefix ?? "w"}${i}`,
       backend: spec,
-      limiter: options.limiter,
+      limiter: { ...options.limiter, ...(options.limiterOverrides?.[i] ?? {}) },
       targetUrl: options.targetUrl,
       concurrency: options.concurrency ?? 32,
       costs: options.costs ?? [1],
@@ -123,7 +137,7 @@ export async function startWorkers(n: number, spec: BackendSpec, options: StartW
   } finally {
     clearTimeout(timer);
   }
-  for (const h of handles) (h as InternalHandle).send({ type: "start" });
+  if (options.autoStart !== false) for (const h of handles) h.start();
 
   const group: WorkerGroup = {
     workers: handles,
@@ -180,6 +194,7 @@ function spawnWorker(
   let finalStats: WorkerStats | null = null;
   let killed = false;
   let exitedFlag = false;
+  let startedAt: number | null = null;
   let resolveReady!: () => void;
   let rejectReady!: (error: Error) => void;
   const ready = new Promise<void>((resolve, reject) => {
@@ -209,6 +224,14 @@ function spawnWorker(
     },
     send: (message) => {
       if (child.connected) child.send(message);
+    },
+    get startedAt() {
+      return startedAt;
+    },
+    start: () => {
+      if (startedAt !== null) return;
+      startedAt = performance.now();
+      handle.send({ type: "start" });
     },
     stop: async (timeoutMs = 15_000) => {
       if (exitedFlag) return finalStats ?? latest;

@@ -93,10 +93,14 @@ const DELETED = /^\{"deleted":(\d{1,16})\}$/;
  * no clock that would prove a young resource has no forgotten leases.
  *
  * Round trips (each a pipeline of requests): tryAcquire 2 (+1 per lost race, +1 per 64
- * candidates); heartbeat 2 (+1 for a holder's first record, +1 after the plan changed); release 2;
- * inspect 2; readPlan and ensurePlan of a stored plan 1; creating, replacing or deleting a plan 2.
- * TTLs are whole ms; expiry is exact to the ms of the server's clock, and a lease is freed only
- * when someone takes it (no sweeper runs).
+ * candidates); heartbeat 2 (+1 for a holder's first record, +1 for a lease whose last version this
+ * instance does not know, +2 after the plan changed); release 2; inspect 2; readPlan and
+ * ensurePlan of a stored plan 1; creating a plan 3 (+3 for the root and the identity, once per
+ * session); replacing or deleting one 3. Every tryAcquire and heartbeat writes (the clock, the
+ * renewals, the record), so each costs the ensemble a transaction. TTLs are whole ms; expiry is
+ * exact to the ms of the server's clock, and an expired lease is freed when someone takes it (no
+ * sweeper runs). Fencing tokens are zxids: they grow across restarts and leader changes, but start
+ * again from small numbers on a server that lost its data.
  */
 export class ZooKeeperLeaseBackend implements LeaseBackend {
   /** `"zookeeper"`. */

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
 import type { Client, Stat } from "node-zookeeper-client";
 import { ConfigError } from "../errors/config-error.js";
 import { PlanMismatchError } from "../errors/plan-mismatch-error.js";
@@ -40,6 +41,12 @@ export interface ZooKeeperLeaseBackendOptions {
   spinDelayMs?: number;
 }
 
+/**
+ * How long a client may be without a connection before a timed-out call replaces it: a JVM that
+ * just started can take a second for the first handshake, and replacing a client in the middle of
+ * one only starts another.
+ */
+const RECONNECT_PATIENCE_MS = 2_000;
 /** Candidates read per round trip of tryAcquire (their reads are pipelined). */
 const CANDIDATES_PER_READ = 64;
 /** Read-compare-write attempts of a plan change before it fails (each lost race means another writer). */
@@ -125,6 +132,8 @@ export class ZooKeeperLeaseBackend implements LeaseBackend {
   private readonly versions = new Map<string, number>();
   /** The server identity and the highest zxid seen under it. */
   private seen: { id: string; zxid: number } | null = null;
+  /** When the current client last lost (or had not yet made) its connection; null while connected. */
+  private unconnectedSince: number | null = null;
   private closed = false;
 
   /** Creates a backend; connects on first use. Throws ConfigError for a bad option. */
@@ -545,6 +554,14 @@ export class ZooKeeperLeaseBackend implements LeaseBackend {
     client.once("expired", () => {
       if (this.client === client) this.drop();
     });
+    // Since when it has had no connected session (its first handshake, or a reconnect).
+    this.unconnectedSince = performance.now();
+    client.on("connected", () => {
+      if (this.client === client) this.unconnectedSince = null;
+    });
+    client.on("disconnected", () => {
+      if (this.client === client) this.unconnectedSince ??= performance.now();
+    });
     client.connect();
     this.client = client;
     return client;
@@ -557,12 +574,13 @@ export class ZooKeeperLeaseBackend implements LeaseBackend {
     this.rooted = false;
     this.plans.clear();
     this.versions.clear();
-    client?.close();
+    this.unconnectedSince = null;
+    if (client) retire(client);
   }
 
   /**
-   * Runs `work` under the caller's signal and timeout (see backendCall). A call that fails while
-   * the session is not connected drops it: a client refused by a server that lost its data (its
+   * Runs `work` under the caller's signal and timeout (see backendCall). A call that fails after
+   * the client has been without a connection for {@link RECONNECT_PATIENCE_MS} drops it: a client refused by a server that lost its data (its
    * zxid is below the one the client saw) retries for ever, and requests queued behind a long
    * partition would run late. No session holds anything of ours, so a new one costs nothing.
    */
@@ -571,7 +589,8 @@ export class ZooKeeperLeaseBackend implements LeaseBackend {
       if (this.closed) throw new Error("the backend is closed");
       const zk = await this.session();
       const onAbort = () => {
-        if (this.client === zk && zk.getState().name !== "SYNC_CONNECTED") this.drop();
+        const since = this.unconnectedSince;
+        if (this.client === zk && since !== null && performance.now() - since >= RECONNECT_PATIENCE_MS) this.drop();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       try {
@@ -642,5 +661,31 @@ function holderIdOf(name: string): string | null {
     return decodeURIComponent(name.slice(1));
   } catch {
     return null;
+  }
+}
+
+/** The internals of node-zookeeper-client 1.1.x that {@link retire} needs. */
+interface ConnectionInternals {
+  connect?: () => void;
+  socket?: { destroy(): void };
+}
+
+/**
+ * Closes a client without crashing the process. node-zookeeper-client 1.1.3 parses the server's
+ * handshake reply as an ordinary reply once `close()` was called during the handshake, and throws
+ * ("Unknown code") from its socket handler, uncatchably (found by test/faults/zookeeper-faults.test.ts).
+ * So a connected client is closed; any other one stops reconnecting (its socket is destroyed, and
+ * it never opens another), and is closed once a handshake already under way completes.
+ */
+function retire(client: Client): void {
+  if (client.getState().name === "SYNC_CONNECTED") {
+    client.close();
+    return;
+  }
+  client.once("connected", () => client.close());
+  const manager = (client as unknown as { connectionManager?: ConnectionInternals }).connectionManager;
+  if (manager && typeof manager.connect === "function") {
+    manager.connect = () => undefined;
+    manager.socket?.destroy();
   }
 }

@@ -32,6 +32,7 @@ const ENTRY_PEERS = {
   "./testing": [],
   "./redis": ["ioredis"],
   "./etcd": ["etcd3"],
+  "./zookeeper": ["node-zookeeper-client"],
   "./azure-blob": ["@azure/storage-blob"],
   "./consumers/redis-streams": ["ioredis"],
   "./consumers/amqp": ["amqplib"],

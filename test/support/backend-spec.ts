@@ -37,7 +37,8 @@ export type BackendSpec =
        */
       readonly hostBreakerMs?: number;
     }
-  | { readonly kind: "azure-blob"; readonly connectionString: string; readonly container: string; readonly prefix?: string };
+  | { readonly kind: "azure-blob"; readonly connectionString: string; readonly container: string; readonly prefix?: string }
+  | { readonly kind: "zookeeper"; readonly connectString: string; readonly root?: string };
 
 /** BuiltBackend is a backend with the clients made for it; `close()` closes both. */
 export interface BuiltBackend {
@@ -101,6 +102,12 @@ export async function createBackend(spec: BackendSpec): Promise<BuiltBackend> {
       const client = new Etcd3({ hosts: [...spec.endpoints], faultHandling: { host, global: noop } });
       const backend = new EtcdLeaseBackend({ client, ...(spec.prefix === undefined ? {} : { prefix: spec.prefix }) });
       return { backend, close: async () => { await backend.close(); client.close(); } };
+    }
+    case "zookeeper": {
+      // The backend opens (and replaces) its own sessions: nothing to connect here.
+      const { ZooKeeperLeaseBackend } = await import("../../src/lease-backends/zookeeper.js");
+      const backend = new ZooKeeperLeaseBackend({ connectString: spec.connectString, ...(spec.root === undefined ? {} : { root: spec.root }) });
+      return { backend, close: () => backend.close() };
     }
     case "azure-blob": {
       const [{ BlobServiceClient }, { AzureBlobLeaseBackend }] = await Promise.all([

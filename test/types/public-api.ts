@@ -55,6 +55,7 @@ import {
   type ThrottledEvent,
 } from "partitioned-rate-limiter";
 import { AzureBlobLeaseBackend, type AzureBlobLeaseBackendOptions } from "partitioned-rate-limiter/azure-blob";
+import { ZooKeeperLeaseBackend, type ZooKeeperLeaseBackendOptions } from "partitioned-rate-limiter/zookeeper";
 import { AmqpSource } from "partitioned-rate-limiter/consumers/amqp";
 import { AzureQueueSource } from "partitioned-rate-limiter/consumers/azure-queue";
 import { RedisStreamSource } from "partitioned-rate-limiter/consumers/redis-streams";
@@ -202,6 +203,11 @@ expectTypeOf<RedlockLeaseBackend>().toMatchTypeOf<LeaseBackend>();
 expectTypeOf<EtcdLeaseBackendOptions["client"]>().toEqualTypeOf<Etcd3>();
 expectTypeOf(EtcdLeaseBackend).toBeConstructibleWith({ client: etcd });
 expectTypeOf<EtcdLeaseBackend>().toMatchTypeOf<LeaseBackend>();
+expectTypeOf<ZooKeeperLeaseBackendOptions["connectString"]>().toEqualTypeOf<string>();
+expectTypeOf(ZooKeeperLeaseBackend).toBeConstructibleWith({ connectString: "127.0.0.1:2181", root: "/rate-limits", sessionTimeoutMs: 10_000 });
+expectTypeOf<ZooKeeperLeaseBackend>().toMatchTypeOf<LeaseBackend>();
+// @ts-expect-error the connect string is required
+expectTypeOf(ZooKeeperLeaseBackend).toBeConstructibleWith({ root: "/rate-limits" });
 expectTypeOf<AzureBlobLeaseBackendOptions["containerClient"]>().toEqualTypeOf<ContainerClient>();
 expectTypeOf(AzureBlobLeaseBackend).toBeConstructibleWith({ containerClient: container, prefix: "rate-limits/" });
 expectTypeOf<AzureBlobLeaseBackend>().toMatchTypeOf<LeaseBackend>();

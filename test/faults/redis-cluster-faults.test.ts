@@ -40,13 +40,14 @@ afterAll(async () => {
   process.stdout.write(report.table());
 });
 
-test("the primary serving the resource's slot SIGKILLed, its replica promoted, then restarted as a replica: 0 windows over, capacity back", async () => {
+test("the primary serving the resource's slot SIGKILLed, its replica promoted, then restarted as a replica: 0 windows over; the promotion starts the backend-epoch grace; surviving leases go on", async () => {
   let killedAt = 0;
   let promotedMs = 0;
   let tail = { from: 0, to: 0 };
   let timeline: HeldTimeline | null = null;
   let backendErrors = 0;
   let victim = 0;
+  let graceMs = 0;
   const result = await matrix.row(async (r) => {
     timeline = new HeldTimeline(r.group);
     const key = `faults:{${r.resource}}:plan`;
@@ -57,9 +58,12 @@ test("the primary serving the resource's slot SIGKILLed, its replica promoted, t
     await cluster.waitForPromotion(key, victim, 20_000);
     promotedMs = r.recorder.now() - killedAt;
     r.mark("replica promoted");
-    // Partitions that ran out during the failover come back within a TTL and a backoff.
-    await r.full(3 * TTL + 10_000, "the workers holding every partition after the failover");
-    await sleep(1000);
+    // The promoted replica has another run_id: it grants nothing for the backend-epoch grace
+    // (docs/guarantee.md, G2), since it may lack grants its primary made. The leases it has go on,
+    // those that lapsed during the failover included (Redis never revives an expired lease);
+    // a partition whose lease ran out during the failover stays free until the grace ends.
+    await sleep(2 * TTL);
+    graceMs = Math.max(...r.group.workers.map((w) => w.stats()?.limiter.backend.graceRemainingMs ?? 0));
     tail = { from: r.recorder.now(), to: r.recorder.now() + 4000 };
     await sleep(4000);
     await cluster.restart(victim);
@@ -77,10 +81,8 @@ test("the primary serving the resource's slot SIGKILLed, its replica promoted, t
     tailUtilisation: utilisationOf(result.arrivals, tail.from, tail.to, matrix.limit, matrix.intervalMs),
     backendErrors,
   });
-  process.stdout.write(`${row}\n  killed the primary on ${victim}; replica promoted after ${promotedMs.toFixed(0)} ms\n`);
+  process.stdout.write(`${row}\n  killed the primary on ${victim}; replica promoted after ${promotedMs.toFixed(0)} ms; backend-epoch grace ${Math.round(graceMs / 1000)} s left ${2 * TTL / 1000} s later\n`);
   expect(result.audit.overLimitWindows).toBe(0);
   expect(result.lost).toBe(0);
-  // Promotion takes cluster-node-timeout (1 s) and an election; a grace of one TTL may follow.
-  expect(takeoverMs ?? 0).toBeLessThanOrEqual(promotedMs + 2 * TTL + 2000);
-  expect(utilisationOf(result.arrivals, tail.from, tail.to, matrix.limit, matrix.intervalMs)).toBeGreaterThanOrEqual(0.9);
+  expect(graceMs).toBeGreaterThan(50_000);
 }, 120_000);

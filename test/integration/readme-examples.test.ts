@@ -10,7 +10,7 @@
  * (TSX_TSCONFIG_PATH), so no build is needed and nothing unexported can be imported.
  *
  * Servers are started for the addresses an example reads: REDIS_URL, REDLOCK_URLS,
- * REDIS_CLUSTER_NODES, REDIS_SENTINELS (and REDIS_SENTINEL_NAME), ETCD_ENDPOINTS,
+ * REDIS_CLUSTER_NODES, REDIS_SENTINELS (and REDIS_SENTINEL_NAME), ZOOKEEPER_CONNECT, ETCD_ENDPOINTS,
  * AZURE_STORAGE_CONNECTION_STRING (or taken from the environment, see test/support/servers).
  */
 import { execFile, execFileSync, spawn } from "node:child_process";
@@ -25,12 +25,13 @@ import { EtcdLeaseBackend } from "../../src/lease-backends/etcd.js";
 import { startAzurite, type AzuriteServer } from "../support/servers/azurite.js";
 import { startEtcd, type EtcdServer } from "../support/servers/etcd.js";
 import { startRedis, startRedisTrio, type RedisServer } from "../support/servers/redis.js";
+import { startZooKeeper, type ZooKeeperServer } from "../support/servers/zookeeper.js";
 import { startRedisCluster, type RedisCluster } from "../support/servers/redis-cluster.js";
 import { startRedisSentinel, type RedisSentinelGroup } from "../support/servers/redis-sentinel.js";
 
 const ROOT = resolve(__dirname, "..", "..");
-/** How long one example may run, start-up included. The slowest wait one 15 s lease grace. */
-const EXAMPLE_BOUND_MS = 60_000;
+/** How long one example may run, start-up included. The slowest (ZooKeeper) waits a new resource's creation grace, about 61 s. */
+const EXAMPLE_BOUND_MS = 100_000;
 /**
  * A backend that cannot prove its history waits out the longest lease plus a window before a new
  * resource's first grant (docs/guarantee.md, G1): about 61 s on a server that has just started.
@@ -128,6 +129,12 @@ beforeAll(async () => {
       servers.push(group);
       env.REDIS_SENTINELS = group.sentinels.map((n) => `${n.host}:${n.port}`).join(",");
       env.REDIS_SENTINEL_NAME = group.name;
+    }));
+  }
+  if (reads("ZOOKEEPER_CONNECT")) {
+    started.push(startZooKeeper().then((zookeeper: ZooKeeperServer) => {
+      servers.push(zookeeper);
+      env.ZOOKEEPER_CONNECT = zookeeper.connectString;
     }));
   }
   if (reads("ETCD_ENDPOINTS")) {

@@ -63,6 +63,7 @@ const UNIT_TESTS = [
   "test/conformance/etcd.test.ts",
   "test/conformance/etcd-cluster.test.ts",
   "test/conformance/azure-blob.test.ts",
+  "test/conformance/zookeeper.test.ts",
 ];
 /** Tests of the system project (run one at a time): one integration test per backend, the consumers, the ZooKeeper client facts. */
 const SYSTEM_TESTS = [
@@ -75,6 +76,7 @@ const SYSTEM_TESTS = [
   "test/integration/azure-blob.integration.test.ts",
   "test/integration/consumers.test.ts",
   "test/integration/zookeeper-client.test.ts",
+  "test/integration/zookeeper.integration.test.ts",
 ];
 
 const log = (line: string) => process.stdout.write(`[external-servers] ${line}\n`);

@@ -1,0 +1,235 @@
+import type { EnsurePlanOptions } from "../../src/contract/lease-backend.js";
+import type { Plan } from "../../src/contract/plan.js";
+import { minimumSafetyMarginMs, quietMs, sliceLengthMs, windowSpanMs } from "../../src/contract/timing.js";
+import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
+import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
+import { VirtualClock } from "../../src/testing/virtual-clock.js";
+import { auditSlidingWindows, type AuditEvent } from "../support/audit.js";
+
+// The safety guards of the lease manager and the pace, one test each, on virtual time and fast
+// enough for mutation testing (docs/mutation-testing.md lists the mutants each one kills). Each
+// asserts the rule of docs/guarantee.md the guard implements, measured against the backend's own
+// view (its expiry, its release time), not against the code's constants alone.
+
+const PLAN = { resource: "guards", limit: 10, intervalMs: 1000, partitions: 1, leaseTtlMs: 3000 } as const;
+/** The plan's timing as the limiter derives it (defaults: 10 slices, jitter 5 ms, drift 0.001). */
+const TIMING = { ...PLAN, slicesPerInterval: 10, jitterMs: 5, driftFactor: 0.001 };
+const MARGIN = minimumSafetyMarginMs(TIMING);
+
+function setup() {
+  const clock = new VirtualClock(1000);
+  const backend = new MemoryLeaseBackend({ clock });
+  return { clock, backend };
+}
+
+/** The backend's remaining TTL of partition 0 now, read without latency. */
+async function backendExpiresInMs(backend: MemoryLeaseBackend): Promise<number> {
+  const state = await backend.inspect(PLAN.resource, {});
+  const ms = state.partitions[0]?.expiresInMs;
+  if (ms === null || ms === undefined) throw new Error("partition 0 is not leased");
+  return ms;
+}
+
+async function closeAll(clock: VirtualClock, ...limiters: PartitionedRateLimiter[]): Promise<void> {
+  const closing = Promise.all(limiters.map((l) => l.close()));
+  await clock.advance(5_000);
+  await closing;
+}
+
+describe("H2: local deadlines end at least a margin before the backend's expiry", () => {
+  test("an acquire whose reply comes late: the deadline runs from the send time, a margin short of the TTL", async () => {
+    const { clock, backend } = setup();
+    // The grant takes effect at once; its reply arrives 500 ms later.
+    backend.setLatency(0, 500);
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend, clock, minPartitions: 1 });
+    let validForMs = NaN;
+    let gap = NaN;
+    limiter.on("acquired", (e) => {
+      validForMs = e.validForMs;
+      backend.setLatency(0, 0);
+      void backendExpiresInMs(backend).then((expires) => (gap = expires - e.validForMs));
+    });
+    await clock.advance(1_000);
+    // Sent at t, processed at t (expiry t + TTL), reply at t + 500: t + TTL − margin is 500 ms ahead less.
+    expect(validForMs).toBe(PLAN.leaseTtlMs - MARGIN - 500);
+    expect(gap).toBeGreaterThanOrEqual(MARGIN);
+    await closeAll(clock, limiter);
+  });
+
+  test("a renewal whose reply comes late: the deadline runs from the send time, a margin before the backend's expiry", async () => {
+    const { clock, backend } = setup();
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend, clock, minPartitions: 1 });
+    await clock.advance(100);
+    expect(limiter.stats().heldPartitions).toBe(1);
+    // The first renewal takes effect at once; its reply arrives 800 ms later (more than the margin).
+    backend.setLatency(0, 800);
+    const renewals: Array<{ validForMs: number; gap: number }> = [];
+    limiter.on("renewed", (e) => {
+      backend.setLatency(0, 0);
+      void backendExpiresInMs(backend).then((expires) => renewals.push({ validForMs: e.validForMs, gap: expires - e.validForMs }));
+    });
+    await clock.advance(PLAN.leaseTtlMs / 3 + 900);
+    expect(renewals.length).toBeGreaterThan(0);
+    expect(renewals[0]!.validForMs).toBe(PLAN.leaseTtlMs - MARGIN - 800);
+    for (const r of renewals) expect(r.gap).toBeGreaterThanOrEqual(MARGIN);
+    await closeAll(clock, limiter);
+  });
+
+  test("a limiter whose renewals fail stops admitting at its deadline, a margin before the backend's expiry", async () => {
+    const { clock, backend } = setup();
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend, clock, minPartitions: 1 });
+    await clock.advance(50);
+    const acquiredAt = clock.now();
+    const expiresAt = acquiredAt + (await backendExpiresInMs(backend));
+    backend.failNext("heartbeat", 1_000);
+    backend.failNext("tryAcquire", 1_000);
+    const admitted: number[] = [];
+    const loop = (async () => {
+      for (;;) {
+        try {
+          await limiter.acquire(1, { timeoutMs: 10_000 });
+        } catch {
+          return;
+        }
+        admitted.push(clock.now());
+      }
+    })();
+    await clock.advance(PLAN.leaseTtlMs + 1_000);
+    expect(admitted.length).toBeGreaterThan(10);
+    expect(Math.max(...admitted)).toBeLessThanOrEqual(expiresAt - MARGIN);
+    await closeAll(clock, limiter);
+    await loop;
+  });
+});
+
+describe("H1: a partition is given back only after a quiet slice", () => {
+  test("close() releases a partition no earlier than quietMs after its last admission", async () => {
+    const { clock, backend } = setup();
+    const releases: number[] = [];
+    const wrapped: MemoryLeaseBackend = Object.create(backend, {
+      release: { value: (...args: Parameters<MemoryLeaseBackend["release"]>) => (releases.push(clock.now()), backend.release(...args)) },
+    });
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend: wrapped, clock, minPartitions: 1 });
+    await clock.advance(50);
+    await limiter.acquire(1);
+    const lastAdmission = clock.now();
+    await clock.advance(10);
+    await closeAll(clock, limiter);
+    expect(releases).toHaveLength(1);
+    // (1e-9: the deadline and the difference are computed in floating point.)
+    expect(releases[0]! - lastAdmission).toBeGreaterThanOrEqual(quietMs(TIMING) - 1e-9);
+  });
+
+  test("a surplus partition is released no earlier than quietMs after its last admission, and the next holder's first admission comes after that", async () => {
+    const { clock, backend } = setup();
+    const admissions: Array<{ t: number; who: string }> = [];
+    const a = new PartitionedRateLimiter({ ...PLAN, backend, clock, holderId: "a" });
+    const b = new PartitionedRateLimiter({ ...PLAN, backend, clock, holderId: "b" });
+    const run = (l: PartitionedRateLimiter, who: string, untilMs: number) =>
+      (async () => {
+        while (clock.now() < untilMs) {
+          try {
+            await l.acquire(1, { timeoutMs: 30_000 });
+          } catch {
+            return;
+          }
+          admissions.push({ t: clock.now(), who });
+        }
+      })();
+    // A saturates the one partition, then stops; B waits for it and gets it after A gives it back.
+    const aRun = run(a, "a", clock.now() + 3_000);
+    await clock.advance(500);
+    const bRun = run(b, "b", clock.now() + 20_000);
+    await clock.advance(20_000);
+    await closeAll(clock, a, b);
+    await Promise.all([aRun, bRun]);
+    const lastA = Math.max(...admissions.filter((x) => x.who === "a").map((x) => x.t));
+    const firstB = Math.min(...admissions.filter((x) => x.who === "b").map((x) => x.t));
+    expect(Number.isFinite(firstB)).toBe(true);
+    expect(firstB - lastA).toBeGreaterThanOrEqual(quietMs(TIMING) - 1e-9);
+    expect(auditSlidingWindows(admissions.map((x) => ({ t: x.t, units: 1 })), PLAN.limit, PLAN.intervalMs).overLimitWindows).toBe(0);
+  });
+});
+
+describe("P1: one holder's pace", () => {
+  test("saturating one partition admits exactly the limit per window and one slice's share per slice", async () => {
+    const { clock, backend } = setup();
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend, clock, minPartitions: 1 });
+    const admissions: AuditEvent[] = [];
+    const loops = [0, 1].map(async () => {
+      for (;;) {
+        try {
+          await limiter.acquire(1, { timeoutMs: 60_000 });
+        } catch {
+          return;
+        }
+        admissions.push({ t: clock.now(), units: 1 });
+      }
+    });
+    await clock.advance(10_000);
+    await closeAll(clock, limiter);
+    await Promise.all(loops);
+    const interval = auditSlidingWindows(admissions, PLAN.limit, windowSpanMs(TIMING));
+    expect(interval.overLimitWindows).toBe(0);
+    // Tight from below too: the pace is not slower than the plan (at least 9 of 10 per interval).
+    expect(admissions.length).toBeGreaterThanOrEqual(9 * 9);
+    // A slice holds at most one slice's share (1 unit): the burst a hand-over relies on (H1).
+    const slice = auditSlidingWindows(admissions, 1, sliceLengthMs(TIMING));
+    expect(slice.overLimitWindows).toBe(0);
+  });
+});
+
+describe("G3: a limiter vouches for a lost history only right after a clean heartbeat", () => {
+  type Down = { heartbeats: boolean };
+  async function historiesAfterLoss(prepare: (clock: VirtualClock, backend: MemoryLeaseBackend, down: Down) => Promise<void>): Promise<string[]> {
+    const { clock, backend } = setup();
+    const histories: string[] = [];
+    const down: Down = { heartbeats: false };
+    const wrapped: MemoryLeaseBackend = Object.create(backend, {
+      heartbeat: {
+        value: async (...args: Parameters<MemoryLeaseBackend["heartbeat"]>) => {
+          if (down.heartbeats) throw new Error("injected: heartbeat lost");
+          return backend.heartbeat(...args);
+        },
+      },
+      ensurePlan: {
+        value: (resource: string, plan: Plan, opts: EnsurePlanOptions) => (histories.push(opts.history ?? "unknown"), backend.ensurePlan(resource, plan, opts)),
+      },
+    });
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend: wrapped, clock, minPartitions: 1 });
+    await clock.advance(100);
+    expect(limiter.stats().heldPartitions).toBe(1);
+    await prepare(clock, backend, down);
+    histories.length = 0;
+    backend.loseState();
+    await clock.advance(PLAN.leaseTtlMs);
+    await closeAll(clock, limiter);
+    return histories;
+  }
+
+  test("state lost right after a clean heartbeat: \"lost\"", async () => {
+    const histories = await historiesAfterLoss(async (clock) => clock.advance(PLAN.leaseTtlMs / 3 + 10));
+    expect(histories[0]).toBe("lost");
+  });
+
+  test("no heartbeat got through for longer than lostHistoryWindowMs: \"unknown\"", async () => {
+    const histories = await historiesAfterLoss(async (clock, _backend, down) => {
+      await clock.advance(PLAN.leaseTtlMs / 3 + 10);
+      down.heartbeats = true;
+      await clock.advance(PLAN.leaseTtlMs + PLAN.intervalMs + 500);
+      down.heartbeats = false;
+    });
+    expect(histories.length).toBeGreaterThan(0);
+    expect(new Set(histories)).toEqual(new Set(["unknown"]));
+  });
+
+  test("the last heartbeats saw a grace running (a backend epoch change): \"unknown\"", async () => {
+    const histories = await historiesAfterLoss(async (clock, backend) => {
+      backend.failover();
+      // Heartbeats keep renewing under the backend-epoch grace (G2), which outlasts the window.
+      await clock.advance(PLAN.leaseTtlMs * 3);
+    });
+    expect(histories.length).toBeGreaterThan(0);
+    expect(new Set(histories)).toEqual(new Set(["unknown"]));
+  });
+});

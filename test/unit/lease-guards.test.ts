@@ -1,6 +1,7 @@
 import type { EnsurePlanOptions } from "../../src/contract/lease-backend.js";
 import type { Plan } from "../../src/contract/plan.js";
-import { minimumSafetyMarginMs, quietMs, sliceLengthMs, windowSpanMs } from "../../src/contract/timing.js";
+import { validatePlan } from "../../src/contract/plan.js";
+import { deletionGraceMs, minimumSafetyMarginMs, quietMs, sliceLengthMs, unknownHistoryGraceMs, windowSpanMs } from "../../src/contract/timing.js";
 import { MemoryLeaseBackend } from "../../src/lease-backends/memory.js";
 import { PartitionedRateLimiter } from "../../src/limiter/partitioned-rate-limiter.js";
 import { VirtualClock } from "../../src/testing/virtual-clock.js";
@@ -231,5 +232,39 @@ describe("G3: a limiter vouches for a lost history only right after a clean hear
     });
     expect(histories.length).toBeGreaterThan(0);
     expect(new Set(histories)).toEqual(new Set(["unknown"]));
+  });
+});
+
+describe("G1, G3: the memory backend's graces after it forgot", () => {
+  const plan = validatePlan({ limit: 10, intervalMs: 1000, partitions: 1, leaseTtlMs: 3000 });
+  const acquire = (backend: MemoryLeaseBackend, stored: Awaited<ReturnType<MemoryLeaseBackend["ensurePlan"]>>) =>
+    backend.tryAcquire({ resource: "g", plan: stored, candidates: [0], holderId: "h" }, {});
+
+  test.each([
+    ["unknown", unknownHistoryGraceMs(plan)],
+    ["lost", plan.leaseTtlMs],
+  ] as const)("a plan stored again after a state loss with history %s grants nothing for %d ms", async (history, graceMs) => {
+    const { clock, backend } = setup();
+    const first = await backend.ensurePlan("g", plan, { history: "fresh" });
+    expect((await acquire(backend, first)).kind).toBe("granted");
+    await clock.advance(100);
+    backend.loseState();
+    const again = await backend.ensurePlan("g", plan, { history });
+    expect(await acquire(backend, again)).toEqual({ kind: "grace", remainingMs: graceMs });
+    await clock.advance(graceMs - 1);
+    expect((await acquire(backend, again)).kind).toBe("grace");
+    await clock.advance(1);
+    expect((await acquire(backend, again)).kind).toBe("granted");
+  });
+
+  test("a plan deleted and stored again grants nothing for the deletion grace", async () => {
+    const { clock, backend } = setup();
+    await backend.ensurePlan("g", plan, { history: "fresh" });
+    await clock.advance(10);
+    expect(await backend.deletePlan("g", {})).toBe(true);
+    const again = await backend.ensurePlan("g", plan, { history: "fresh" });
+    const result = await acquire(backend, again);
+    expect(result.kind).toBe("grace");
+    expect(result.kind === "grace" && result.remainingMs).toBeGreaterThanOrEqual(deletionGraceMs(plan));
   });
 });

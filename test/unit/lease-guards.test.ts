@@ -1,3 +1,4 @@
+import type { Clock, TimerHandle } from "../../src/contract/clock.js";
 import type { EnsurePlanOptions } from "../../src/contract/lease-backend.js";
 import type { Plan } from "../../src/contract/plan.js";
 import { validatePlan } from "../../src/contract/plan.js";
@@ -100,6 +101,47 @@ describe("H2: local deadlines end at least a margin before the backend's expiry"
     expect(Math.max(...admitted)).toBeLessThanOrEqual(expiresAt - MARGIN);
     await closeAll(clock, limiter);
     await loop;
+  });
+});
+
+/** The limiter's view of a shared clock whose timers can be held back, as in a process stopped by SIGSTOP. */
+class StoppableClock implements Clock {
+  private held: Array<() => void> | null = null;
+  constructor(private readonly base: VirtualClock) {}
+  now(): number {
+    return this.base.now();
+  }
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    return this.base.setTimeout(() => (this.held ? this.held.push(fn) : fn()), ms);
+  }
+  clearTimeout(handle: TimerHandle): void {
+    this.base.clearTimeout(handle);
+  }
+  stop(): void {
+    this.held ??= [];
+  }
+  /** Resumes; the timers due meanwhile fire after whatever the caller does next synchronously. */
+  resume(): void {
+    const due = this.held ?? [];
+    this.held = null;
+    queueMicrotask(() => due.forEach((fn) => fn()));
+  }
+}
+
+describe("every admission re-checks the deadline", () => {
+  test("a process stopped past its deadline admits nothing when it resumes, before any timer of its fires", async () => {
+    const { clock, backend } = setup();
+    const own = new StoppableClock(clock);
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend, clock: own, minPartitions: 1 });
+    await clock.advance(50);
+    expect(limiter.stats().heldPartitions).toBe(1);
+    own.stop();
+    await clock.advance(PLAN.leaseTtlMs + 500);
+    own.resume();
+    // The lease has expired on the backend (and may be someone else's): no admission on it.
+    expect(limiter.tryAcquire(1)).toBe(false);
+    await clock.advance(100);
+    await closeAll(clock, limiter);
   });
 });
 

@@ -4,6 +4,8 @@
  * seconds. Conformance against real servers, the model check, and the long property and fault
  * simulations (promise.property, faults-virtual, plan-contract) are left out: each mutant reruns
  * the tests that cover it, and those would make one run take hours on two cores.
+ * MUTATION_TESTS narrows the set further (comma-separated paths), e.g.
+ * MUTATION_TESTS=test/unit/lease-guards.test.ts for the quick run of docs/mutation-testing.md.
  */
 const base = require("./jest.config.cjs");
 const unit = base.projects.find((p) => p.displayName === "unit");
@@ -12,7 +14,9 @@ module.exports = {
   ...unit,
   displayName: undefined,
   testTimeout: 30_000,
-  testMatch: [
+  testMatch: process.env.MUTATION_TESTS
+    ? process.env.MUTATION_TESTS.split(",").map((t) => `<rootDir>/${t}`)
+    : [
     "<rootDir>/test/unit/lease-guards.test.ts",
     "<rootDir>/test/unit/limiter.test.ts",
     "<rootDir>/test/unit/limiter-smoke.test.ts",

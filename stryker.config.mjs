@@ -12,7 +12,7 @@ export default {
   // Stryker's only mutation of them would blank the whole script, so they are not mutated here.
   ignoreStatic: true,
   concurrency: 1,
-  timeoutMS: 20_000,
+  timeoutMS: 5_000,
   timeoutFactor: 2,
   reporters: ["clear-text", "progress", "json", "html"],
   jsonReporter: { fileName: "reports/mutation/mutation.json" },

@@ -143,6 +143,72 @@ describe("every admission re-checks the deadline", () => {
     await clock.advance(100);
     await closeAll(clock, limiter);
   });
+
+  test("the deadline is strict: nothing is admitted at the deadline itself", async () => {
+    const { clock, backend } = setup();
+    const own = new StoppableClock(clock);
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend, clock: own, minPartitions: 1 });
+    let deadline = NaN;
+    limiter.on("acquired", (e) => (deadline = clock.now() + e.validForMs));
+    await clock.advance(50);
+    own.stop();
+    await clock.advanceTo(deadline);
+    own.resume();
+    expect(limiter.tryAcquire(1)).toBe(false);
+    await clock.advance(100);
+    await closeAll(clock, limiter);
+  });
+});
+
+describe("replies that must not be used", () => {
+  test("a grant whose reply comes after its would-be deadline is released at once, never used", async () => {
+    const { clock, backend } = setup();
+    // Processed at once, the reply comes TTL − margin + 100 ms later (a stop between the call and
+    // its reply, outside any call timeout): its deadline has passed when it arrives.
+    let slow = true;
+    const wrapped: MemoryLeaseBackend = Object.create(backend, {
+      tryAcquire: {
+        value: async (...args: Parameters<MemoryLeaseBackend["tryAcquire"]>) => {
+          const result = await backend.tryAcquire(...args);
+          if (slow) await new Promise<void>((resolve) => clock.setTimeout(resolve, PLAN.leaseTtlMs - MARGIN + 100));
+          return result;
+        },
+      },
+    });
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend: wrapped, clock, minPartitions: 1 });
+    const acquired: number[] = [];
+    limiter.on("acquired", (e) => acquired.push(e.validForMs));
+    await clock.advance(PLAN.leaseTtlMs);
+    slow = false;
+    expect(acquired).toEqual([]);
+    expect(backend.calls.release).toBe(1);
+    await closeAll(clock, limiter);
+  });
+
+  test("a renewal the backend refuses under the same plan stops the partition at once", async () => {
+    const { clock, backend } = setup();
+    let refuse = false;
+    const wrapped: MemoryLeaseBackend = Object.create(backend, {
+      heartbeat: {
+        value: async (...args: Parameters<MemoryLeaseBackend["heartbeat"]>) => {
+          const result = await backend.heartbeat(...args);
+          return refuse ? { ...result, renewed: result.renewed.map(() => false) } : result;
+        },
+      },
+    });
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend: wrapped, clock, minPartitions: 1 });
+    const lost: string[] = [];
+    limiter.on("lost", (e) => lost.push(e.reason));
+    await clock.advance(50);
+    expect(limiter.stats().heldPartitions).toBe(1);
+    refuse = true;
+    await clock.advance(PLAN.leaseTtlMs / 3 + 10);
+    expect(lost[0]).toBe("renew-rejected");
+    expect(limiter.stats().heldPartitions).toBe(0);
+    expect(limiter.tryAcquire(1)).toBe(false);
+    refuse = false;
+    await closeAll(clock, limiter);
+  });
 });
 
 describe("H1: a partition is given back only after a quiet slice", () => {
@@ -219,6 +285,33 @@ describe("P1: one holder's pace", () => {
     // A slice holds at most one slice's share (1 unit): the burst a hand-over relies on (H1).
     const slice = auditSlidingWindows(admissions, 1, sliceLengthMs(TIMING));
     expect(slice.overLimitWindows).toBe(0);
+  });
+});
+
+describe("P1 with bursts: the capped window binds", () => {
+  test("two partitions of 50 with bursts of 5, saturated from a full bucket: never more than the limit in a window", async () => {
+    const plan = { resource: "burst", limit: 100, intervalMs: 1000, partitions: 2, leaseTtlMs: 3000 } as const;
+    const { clock, backend } = setup();
+    const limiter = new PartitionedRateLimiter({ ...plan, backend, clock, minPartitions: 2 });
+    await clock.advance(100);
+    expect(limiter.stats().heldPartitions).toBe(2);
+    const admissions: AuditEvent[] = [];
+    const loops = [0, 1, 2, 3].map(async () => {
+      for (;;) {
+        try {
+          await limiter.acquire(1, { timeoutMs: 60_000 });
+        } catch {
+          return;
+        }
+        admissions.push({ t: clock.now(), units: 1 });
+      }
+    });
+    await clock.advance(5_000);
+    await closeAll(clock, limiter);
+    await Promise.all(loops);
+    // A bucket alone would allow 10 at once plus 99 in the rest of the first window: the cap keeps 100.
+    expect(auditSlidingWindows(admissions, plan.limit, plan.intervalMs).overLimitWindows).toBe(0);
+    expect(admissions.length).toBeGreaterThanOrEqual(4 * 95);
   });
 });
 

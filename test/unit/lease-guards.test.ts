@@ -343,6 +343,20 @@ describe("G3: a limiter vouches for a lost history only right after a clean hear
     return histories;
   }
 
+  test("a limiter that never ran under the plan stores it with history \"unknown\"", async () => {
+    const { clock, backend } = setup();
+    const histories: unknown[] = [];
+    const wrapped: MemoryLeaseBackend = Object.create(backend, {
+      ensurePlan: {
+        value: (resource: string, plan: Plan, opts: EnsurePlanOptions) => (histories.push(opts.history), backend.ensurePlan(resource, plan, opts)),
+      },
+    });
+    const limiter = new PartitionedRateLimiter({ ...PLAN, backend: wrapped, clock, minPartitions: 1 });
+    await clock.advance(100);
+    expect(histories).toEqual(["unknown"]);
+    await closeAll(clock, limiter);
+  });
+
   test("state lost right after a clean heartbeat: \"lost\"", async () => {
     const histories = await historiesAfterLoss(async (clock) => clock.advance(PLAN.leaseTtlMs / 3 + 10));
     expect(histories[0]).toBe("lost");

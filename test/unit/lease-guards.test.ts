@@ -315,6 +315,44 @@ describe("P1 with bursts: the capped window binds", () => {
   });
 });
 
+describe("P1 under on/off load: the capped window keeps what is still in it", () => {
+  test("bursts after short pauses: the log's live entries still count, never more than the limit in a window", async () => {
+    const plan = { resource: "onoff", limit: 100, intervalMs: 1000, partitions: 2, leaseTtlMs: 3000 } as const;
+    const { clock, backend } = setup();
+    const limiter = new PartitionedRateLimiter({ ...plan, backend, clock, minPartitions: 2 });
+    await clock.advance(100);
+    const admissions: AuditEvent[] = [];
+    let on = true;
+    let stopped = false;
+    // On for 1100 ms, off for 200 ms: the buckets refill while the windows still hold most of the
+    // last on-period, whose entries then expire during the next one (a full bucket plus the rate
+    // over a window is 54 of 50 per partition: only the log keeps it at 50).
+    const toggle = (): void => {
+      if (stopped) return;
+      on = !on;
+      clock.setTimeout(toggle, on ? 1100 : 200);
+    };
+    clock.setTimeout(toggle, 1100);
+    const loops = [0, 1, 2, 3].map(async () => {
+      while (!stopped) {
+        if (!on) {
+          await new Promise<void>((r) => clock.setTimeout(r, 10));
+          continue;
+        }
+        if (limiter.tryAcquire(1)) admissions.push({ t: clock.now(), units: 1 });
+        else await new Promise<void>((r) => clock.setTimeout(r, 1));
+      }
+    });
+    await clock.advance(8_000);
+    stopped = true;
+    await clock.advance(20);
+    await Promise.all(loops);
+    await closeAll(clock, limiter);
+    expect(admissions.length).toBeGreaterThan(400);
+    expect(auditSlidingWindows(admissions, plan.limit, plan.intervalMs).overLimitWindows).toBe(0);
+  });
+});
+
 describe("G3: a limiter vouches for a lost history only right after a clean heartbeat", () => {
   type Down = { heartbeats: boolean };
   async function historiesAfterLoss(prepare: (clock: VirtualClock, backend: MemoryLeaseBackend, down: Down) => Promise<void>): Promise<string[]> {

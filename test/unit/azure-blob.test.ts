@@ -13,7 +13,7 @@ import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import type { AcquireResult, HeartbeatResult, HolderRecord, Lease } from "../../src/contract/lease-backend.js";
 import { encodeStoredPlan, storedPlanDigest, validatePlan, type StoredPlan } from "../../src/contract/plan.js";
-import { switchGraceMs } from "../../src/contract/timing.js";
+import { creationGraceMs, switchGraceMs } from "../../src/contract/timing.js";
 import { launchAzurite, type AzuriteServer } from "../support/servers/azurite.js";
 
 const TTL = 15_000;
@@ -139,19 +139,33 @@ describe("AzureBlobLeaseBackend lease TTLs", () => {
 });
 
 describe("AzureBlobLeaseBackend requests per operation", () => {
-  test("ensurePlan: 1 when the plan exists; creating one: read, listing, witness, plan = 4, + grace blob and lease = 6", async () => {
+  test("ensurePlan: 1 when the plan exists; creating one: read, listing, witness, plan = 4, + grace blob and lease = 6 for a grace up to 60 s", async () => {
     expect((await counted(() => backend.ensurePlan(resource, PLAN, T))).sent).toEqual(["GET blob"]);
     const fresh = await counted(() => backend.ensurePlan(newResource(), PLAN, { history: "fresh", ...T }));
     expect(fresh.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob"]);
+    // The witness is younger than any grace here, so every history but "fresh" gets its full creation grace.
+    const lost = newResource();
+    const lostGrace = creationGraceMs(PLAN, "lost");
+    expect(lostGrace).toBeLessThanOrEqual(60_000);
+    const arming = await counted(() => backend.ensurePlan(lost, PLAN, { history: "lost", ...T }));
+    expect(arming.result).toEqual(STORED);
+    // A grace of at most 60 s is made exact by a lease on its grace blob.
+    expect(arming.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob", "PUT blob", "PUT lease"]);
+    const lostDuring = await acquire([0], "h", lost);
+    expect(lostDuring.kind).toBe("grace");
+    expect((lostDuring as { remainingMs: number }).remainingMs).toBeGreaterThan(lostGrace - 5000);
+    expect((lostDuring as { remainingMs: number }).remainingMs).toBeLessThanOrEqual(lostGrace + 1000);
+    // "unknown": the longest lease and one window, over 60 s, so it lives in the plan blob's metadata alone.
     const other = newResource();
-    // The witness is younger than 60 s here, so "unknown" history gets the full creation grace.
+    const unknownGrace = creationGraceMs(PLAN, "unknown");
+    expect(unknownGrace).toBeGreaterThan(60_000);
     const unknown = await counted(() => backend.ensurePlan(other, PLAN, { history: "unknown", ...T }));
-    expect(unknown.result).toEqual({ plan: PLAN, epoch: 1 });
-    expect(unknown.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob", "PUT blob", "PUT lease"]);
+    expect(unknown.result).toEqual(STORED);
+    expect(unknown.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob"]);
     const during = await counted(() => acquire([0, 1, 2, 3], "h", other));
     expect(during.result.kind).toBe("grace");
-    expect((during.result as { remainingMs: number }).remainingMs).toBeGreaterThan(55_000);
-    expect((during.result as { remainingMs: number }).remainingMs).toBeLessThanOrEqual(61_000);
+    expect((during.result as { remainingMs: number }).remainingMs).toBeGreaterThan(unknownGrace - 5000);
+    expect((during.result as { remainingMs: number }).remainingMs).toBeLessThanOrEqual(unknownGrace + 1000);
     expect(during.sent).toEqual(["GET list"]);
   });
 
@@ -227,7 +241,8 @@ describe("AzureBlobLeaseBackend requests per operation", () => {
 
 describe("AzureBlobLeaseBackend graces", () => {
   test("a grace longer than 60 s lives in the plan blob's metadata alone (no grace blob), measured from the server's clock", async () => {
-    const slow = validatePlan({ ...PLAN, intervalMs: 60_000 });
+    // A one-minute window needs a TTL above twice its safety margin: Azure's longest, 60 s.
+    const slow = validatePlan({ ...PLAN, intervalMs: 60_000, leaseTtlMs: 60_000 });
     const grace = switchGraceMs(PLAN, slow);
     expect(grace).toBeGreaterThan(60_000);
     const started = Date.now();

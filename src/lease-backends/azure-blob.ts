@@ -374,8 +374,11 @@ export class AzureBlobLeaseBackend implements LeaseBackend {
     return this.call("inspect", opts, async (signal) => {
       const [listing, current] = await Promise.all([this.list(resource, signal), this.downloadPlan(resource, signal)]);
       const stored = current && !isTombstone(current.metadata) ? storedPlanOrThrow(resource, current.text) : null;
-      const head = listing.plan ? planHead(listing.plan) : undefined;
-      const holders = head?.kind === "plan" ? liveHolders(listing, head) : [];
+      const listed = listing.plan ? planHead(listing.plan) : undefined;
+      // As in tryAcquire and heartbeat: a readable plan whose metadata is not goes by its content,
+      // or its holders would be missing here while every heartbeat returns them.
+      const head = listed?.kind === "plan" ? listed : stored && listed?.kind === "unreadable" ? headOf(stored) : undefined;
+      const holders = head ? liveHolders(listing, head) : [];
       const graceMs = graceLeftMs(listing);
       if (!stored) return { stored: null, graceMs, partitions: [], holders };
       const partitions = partitionPools(stored.plan).map((pool, partition): PartitionState => {
@@ -518,9 +521,8 @@ export class AzureBlobLeaseBackend implements LeaseBackend {
     if (head.kind === "deleted") return null;
     const current = await this.downloadPlan(resource, signal);
     if (!current) return null;
-    const stored = storedPlanOrThrow(resource, current.text);
     // A readable plan whose metadata is not (written by hand or by another tool): go by the content.
-    return { kind: "plan", epoch: stored.epoch, partitions: stored.plan.partitions, ttlMs: stored.plan.leaseTtlMs, digest: storedPlanDigest(stored) };
+    return headOf(storedPlanOrThrow(resource, current.text));
   }
 
   /** The plan blob, or null when it (or the container) does not exist. */
@@ -788,6 +790,11 @@ function planHead(item: BlobItem): PlanHead {
   const digest = metadata.digest;
   if (partitions === null || partitions < 1 || ttlMs === null || typeof digest !== "string") return { kind: "unreadable" };
   return { kind: "plan", epoch, partitions, ttlMs, digest };
+}
+
+/** The plan head a stored plan's own metadata would show. */
+function headOf(stored: StoredPlan): Extract<PlanHead, { kind: "plan" }> {
+  return { kind: "plan", epoch: stored.epoch, partitions: stored.plan.partitions, ttlMs: stored.plan.leaseTtlMs, digest: storedPlanDigest(stored) };
 }
 
 function isTombstone(metadata: Metadata): boolean {

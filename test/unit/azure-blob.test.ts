@@ -292,6 +292,23 @@ describe("AzureBlobLeaseBackend holder records", () => {
     expect(state.holders.map((h) => [h.holderId, h.held])).toEqual([[odd, [0, 1, 3]]]);
   });
 
+  test("every process reads each live record whole; inspect too, when the plan blob's metadata does not describe the plan", async () => {
+    const a = await lease([1]);
+    const published = (await heartbeat("h", [a])).holders.find((h) => h.holderId === "h");
+    const seen = await heartbeat("reader", []);
+    const read = seen.holders.find((h) => h.holderId === "h");
+    expect(read).toEqual(published);
+    expect(read).toMatchObject({ held: [1], wants: 1, weight: 1, since: expect.any(Number) });
+    expect(read?.expiresInMs).toBeGreaterThan(TTL - 3000);
+    // A plan blob whose metadata was dropped (rewritten by another tool): requests go by its content.
+    await rawContainer().getBlockBlobClient(`${resource}/plan`).setMetadata({});
+    const after = await heartbeat("h", [a]);
+    expect(after).toMatchObject({ renewed: [true], samePlan: true, epoch: 1 });
+    const state = await backend.inspect(resource, T);
+    expect(state.stored).toEqual(STORED);
+    expect(state.holders.map((h) => [h.holderId, h.held]).sort()).toEqual([["h", [1]], ["reader", []]]);
+  });
+
   test("a record too large for Azure's 8 KB of metadata is stored without held, which readers take from the leases", async () => {
     const big = validatePlan({ ...PLAN, partitions: 4000, limit: 4000 });
     const other = newResource();

@@ -656,7 +656,10 @@ export class AzureBlobLeaseBackend implements LeaseBackend {
     const lease = blob.getBlobLeaseClient(holderLeaseId(this.prefix, resource, holder.holderId));
     const seconds = ttlMs / 1000;
     const write = () => blob.setMetadata(metadata, { conditions: { leaseId: lease.leaseId }, abortSignal: signal });
-    const published: PublishedHolder = { ...holder, since, expiresInMs: ttlMs };
+    // As every other process will read it back (demand and rate are stored rounded), so that all
+    // of them see the same record; `held` stays the claimed list, which the metadata may omit.
+    const stored = decodeHolderRecord(holder.holderId, metadata.record ?? "") ?? holder;
+    const published: PublishedHolder = { ...stored, held: holder.held, since, expiresInMs: ttlMs };
     try {
       if (live) {
         // Ours and leased: extend the lease and write the record at once.

@@ -294,11 +294,12 @@ describe("AzureBlobLeaseBackend holder records", () => {
 
   test("every process reads each live record whole; inspect too, when the plan blob's metadata does not describe the plan", async () => {
     const a = await lease([1]);
-    const published = (await heartbeat("h", [a])).holders.find((h) => h.holderId === "h");
+    const own = record("h", [1], { demand: 12.3456, rate: 7.0001, weight: 2.5 });
+    const published = (await backend.heartbeat({ resource, plan: STORED, holder: own, leases: [a] }, T)).holders.find((h) => h.holderId === "h");
     const seen = await heartbeat("reader", []);
     const read = seen.holders.find((h) => h.holderId === "h");
     expect(read).toEqual(published);
-    expect(read).toMatchObject({ held: [1], wants: 1, weight: 1, since: expect.any(Number) });
+    expect(read).toMatchObject({ held: [1], wants: 1, weight: 2.5, since: expect.any(Number) });
     expect(read?.expiresInMs).toBeGreaterThan(TTL - 3000);
     // A plan blob whose metadata was dropped (rewritten by another tool): requests go by its content.
     await rawContainer().getBlockBlobClient(`${resource}/plan`).setMetadata({});

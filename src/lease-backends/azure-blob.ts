@@ -119,7 +119,7 @@ interface PlanBlob {
  * so each plan write during a running grace may lengthen it by up to 2 s).
  *
  * Creation grace and freshness: a plan created where none was gets `creationGraceMs(plan,
- * history)` (60 s for `"unknown"`, the TTL for `"lost"`), unless the backend proves that no lease
+ * history)` (60 s + one window for `"unknown"`, the TTL for `"lost"`), unless the backend proves that no lease
  * it granted on the resource can still be in use: no blob at all under the resource's name, and
  * the witness blob `<prefix>.witness` (created on first use, never written again) older than that
  * grace by the server's clock. Why that is sound: every lease lives on a blob under the resource's
@@ -148,10 +148,11 @@ interface PlanBlob {
  *   without a request.
  * - `release`: 1. `readPlan`: 1. `inspect`: 2 in parallel (listing and plan).
  * - `ensurePlan`: 1 when the plan exists. Creating one: 1 read + 1 listing + 1 witness check + 1
- *   plan write = 4, + 2 (grace blob and its lease) when a grace starts, + 1 the first time the
- *   witness is created.
- * - `replacePlan`, `deletePlan`: 2 in parallel (plan and listing) + 1 plan write + 2 (grace blob
- *   and its lease), + 1 per spent grace blob removed.
+ *   plan write = 4, + 2 (grace blob and its lease) when a grace of at most 60 s starts (a
+ *   `"lost"` history's; the `"unknown"` one is longer and lives in the metadata alone), + 1 the
+ *   first time the witness is created.
+ * - `replacePlan`, `deletePlan`: 2 in parallel (plan and listing) + 1 plan write, + 2 (grace blob
+ *   and its lease) when the grace is at most 60 s, + 1 per spent grace blob removed.
  * The listing grows with partitions and holders (about 1 KB of XML each).
  *
  * Epochs: a lease carries the epoch it was granted under (also in its blob's metadata). A

@@ -52,7 +52,7 @@ test("1. Azurite killed and restarted empty: renewals find nothing, no grant bef
     await sleep(2000);
   });
   matrix.report("Azurite killed, restarted empty (down 2 s)", "1 kill + restart", result, recovery);
-  console.log(`Azurite restarted empty: first grant ${firstGrant} ms, every partition held again ${recovery} ms after the restart`);
+  console.log(`Azurite restarted empty: first grant ${firstGrant.toFixed(0)} ms, every partition held again ${recovery.toFixed(0)} ms after the restart`);
   expect(result.audit.overLimitWindows).toBe(0);
   expect(result.lost).toBe(0);
   // The creation grace of the plan stored again (≥ one TTL, by the server's clock, from after the restart).

@@ -9,11 +9,6 @@ describeSharedQuota({
   leaseTtlMs: 15_000,
   resource: "it-azure-blob",
   timeoutMs: 100_000,
-  // One acquisition cycle (1 s), + up to 1 s because survivors see the killed worker's record
-  // expire by its whole-second Last-Modified against the listing's whole-second Date (see the
-  // AzureBlobLeaseBackend TSDoc), + up to maxBackoffMs (1 s) before their next try. Measured
-  // takeovers: 15957 and 17508 ms with TTL 15 s.
-  takeoverSlackMs: 3_000,
   start: async () => {
     const server = await startAzurite();
     return {

@@ -119,7 +119,7 @@ interface PlanBlob {
  * so each plan write during a running grace may lengthen it by up to 2 s).
  *
  * Creation grace and freshness: a plan created where none was gets `creationGraceMs(plan,
- * history)` (60 s for `"unknown"`, the TTL for `"lost"`), unless the backend proves that no lease
+ * history)` (60 s + one window for `"unknown"`, the TTL for `"lost"`), unless the backend proves that no lease
  * it granted on the resource can still be in use: no blob at all under the resource's name, and
  * the witness blob `<prefix>.witness` (created on first use, never written again) older than that
  * grace by the server's clock. Why that is sound: every lease lives on a blob under the resource's
@@ -148,10 +148,11 @@ interface PlanBlob {
  *   without a request.
  * - `release`: 1. `readPlan`: 1. `inspect`: 2 in parallel (listing and plan).
  * - `ensurePlan`: 1 when the plan exists. Creating one: 1 read + 1 listing + 1 witness check + 1
- *   plan write = 4, + 2 (grace blob and its lease) when a grace starts, + 1 the first time the
- *   witness is created.
- * - `replacePlan`, `deletePlan`: 2 in parallel (plan and listing) + 1 plan write + 2 (grace blob
- *   and its lease), + 1 per spent grace blob removed.
+ *   plan write = 4, + 2 (grace blob and its lease) when a grace of at most 60 s starts (a
+ *   `"lost"` history's; the `"unknown"` one is longer and lives in the metadata alone), + 1 the
+ *   first time the witness is created.
+ * - `replacePlan`, `deletePlan`: 2 in parallel (plan and listing) + 1 plan write, + 2 (grace blob
+ *   and its lease) when the grace is at most 60 s, + 1 per spent grace blob removed.
  * The listing grows with partitions and holders (about 1 KB of XML each).
  *
  * Epochs: a lease carries the epoch it was granted under (also in its blob's metadata). A
@@ -376,8 +377,11 @@ export class AzureBlobLeaseBackend implements LeaseBackend {
     return this.call("inspect", opts, async (signal) => {
       const [listing, current] = await Promise.all([this.list(resource, signal), this.downloadPlan(resource, signal)]);
       const stored = current && !isTombstone(current.metadata) ? storedPlanOrThrow(resource, current.text) : null;
-      const head = listing.plan ? planHead(listing.plan) : undefined;
-      const holders = head?.kind === "plan" ? liveHolders(listing, head) : [];
+      const listed = listing.plan ? planHead(listing.plan) : undefined;
+      // As in tryAcquire and heartbeat: a readable plan whose metadata is not goes by its content,
+      // or its holders would be missing here while every heartbeat returns them.
+      const head = listed?.kind === "plan" ? listed : stored && listed?.kind === "unreadable" ? headOf(stored) : undefined;
+      const holders = head ? liveHolders(listing, head) : [];
       const graceMs = graceLeftMs(listing);
       if (!stored) return { stored: null, graceMs, partitions: [], holders };
       const partitions = partitionPools(stored.plan).map((pool, partition): PartitionState => {
@@ -520,9 +524,8 @@ export class AzureBlobLeaseBackend implements LeaseBackend {
     if (head.kind === "deleted") return null;
     const current = await this.downloadPlan(resource, signal);
     if (!current) return null;
-    const stored = storedPlanOrThrow(resource, current.text);
     // A readable plan whose metadata is not (written by hand or by another tool): go by the content.
-    return { kind: "plan", epoch: stored.epoch, partitions: stored.plan.partitions, ttlMs: stored.plan.leaseTtlMs, digest: storedPlanDigest(stored) };
+    return headOf(storedPlanOrThrow(resource, current.text));
   }
 
   /** The plan blob, or null when it (or the container) does not exist. */
@@ -656,7 +659,10 @@ export class AzureBlobLeaseBackend implements LeaseBackend {
     const lease = blob.getBlobLeaseClient(holderLeaseId(this.prefix, resource, holder.holderId));
     const seconds = ttlMs / 1000;
     const write = () => blob.setMetadata(metadata, { conditions: { leaseId: lease.leaseId }, abortSignal: signal });
-    const published: PublishedHolder = { ...holder, since, expiresInMs: ttlMs };
+    // As every other process will read it back (demand and rate are stored rounded), so that all
+    // of them see the same record; `held` stays the claimed list, which the metadata may omit.
+    const stored = decodeHolderRecord(holder.holderId, metadata.record ?? "") ?? holder;
+    const published: PublishedHolder = { ...stored, held: holder.held, since, expiresInMs: ttlMs };
     try {
       if (live) {
         // Ours and leased: extend the lease and write the record at once.
@@ -790,6 +796,11 @@ function planHead(item: BlobItem): PlanHead {
   const digest = metadata.digest;
   if (partitions === null || partitions < 1 || ttlMs === null || typeof digest !== "string") return { kind: "unreadable" };
   return { kind: "plan", epoch, partitions, ttlMs, digest };
+}
+
+/** The plan head a stored plan's own metadata would show. */
+function headOf(stored: StoredPlan): Extract<PlanHead, { kind: "plan" }> {
+  return { kind: "plan", epoch: stored.epoch, partitions: stored.plan.partitions, ttlMs: stored.plan.leaseTtlMs, digest: storedPlanDigest(stored) };
 }
 
 function isTombstone(metadata: Metadata): boolean {

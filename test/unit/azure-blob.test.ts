@@ -12,12 +12,14 @@ import { ConfigError } from "../../src/errors/config-error.js";
 import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import type { AcquireResult, HeartbeatResult, HolderRecord, Lease } from "../../src/contract/lease-backend.js";
-import { encodeStoredPlan, validatePlan } from "../../src/contract/plan.js";
-import { switchGraceMs } from "../../src/contract/timing.js";
-import { startAzurite, type AzuriteServer } from "../support/servers/azurite.js";
+import { encodeStoredPlan, storedPlanDigest, validatePlan, type StoredPlan } from "../../src/contract/plan.js";
+import { creationGraceMs, switchGraceMs } from "../../src/contract/timing.js";
+import { launchAzurite, type AzuriteServer } from "../support/servers/azurite.js";
 
 const TTL = 15_000;
 const PLAN = validatePlan({ limit: 100, intervalMs: 1000, partitions: 4, leaseTtlMs: TTL });
+/** PLAN as every beforeEach stores it; requests carry the whole stored plan, not just its epoch. */
+const STORED: StoredPlan = { plan: PLAN, epoch: 1 };
 const T = { timeoutMs: 5000 };
 
 let server: AzuriteServer;
@@ -65,12 +67,12 @@ async function counted<R>(fn: () => Promise<R>): Promise<{ result: R; sent: stri
 const sorted = (labels: string[]) => [...labels].sort();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
-function acquire(candidates: number[], holderId = "h", res = resource, epoch = 1, b = backend): Promise<AcquireResult> {
-  return b.tryAcquire({ resource: res, epoch, candidates, holderId, ttlMs: TTL }, T);
+function acquire(candidates: number[], holderId = "h", res = resource, plan = STORED, b = backend): Promise<AcquireResult> {
+  return b.tryAcquire({ resource: res, plan, candidates, holderId }, T);
 }
 
-async function lease(candidates: number[], holderId = "h", res = resource, epoch = 1): Promise<Lease> {
-  const result = await acquire(candidates, holderId, res, epoch);
+async function lease(candidates: number[], holderId = "h", res = resource, plan = STORED): Promise<Lease> {
+  const result = await acquire(candidates, holderId, res, plan);
   if (result.kind !== "granted") throw new Error(`expected a grant, got ${JSON.stringify(result)}`);
   return result.lease;
 }
@@ -79,8 +81,8 @@ function record(holderId: string, held: number[] = [], extra: Partial<HolderReco
   return { holderId, pool: null, wants: held.length, weight: 1, reserve: 0, held, demand: 0, rate: 0, ...extra };
 }
 
-function heartbeat(holderId: string, leases: Lease[], res = resource, epoch = 1, held = leases.map((l) => l.partition)): Promise<HeartbeatResult> {
-  return backend.heartbeat({ resource: res, epoch, holder: record(holderId, held), leases, ttlMs: TTL }, T);
+function heartbeat(holderId: string, leases: Lease[], res = resource, plan = STORED, held = leases.map((l) => l.partition)): Promise<HeartbeatResult> {
+  return backend.heartbeat({ resource: res, plan, holder: record(holderId, held), leases }, T);
 }
 
 const newResource = () => `unit-${randomUUID().slice(0, 8)}`;
@@ -123,9 +125,12 @@ describe("AzureBlobLeaseBackend lease TTLs", () => {
 
   test("every call with a TTL Azure cannot grant rejects with ConfigError before any request", async () => {
     const short = validatePlan({ ...PLAN, leaseTtlMs: 10_000 });
+    // The TTL of tryAcquire and heartbeat is the request plan's.
+    const tooShort: StoredPlan = { plan: validatePlan({ ...PLAN, leaseTtlMs: 1000 }), epoch: 1 };
+    const fractional: StoredPlan = { plan: validatePlan({ ...PLAN, leaseTtlMs: 15_500 }), epoch: 1 };
     const { sent } = await counted(async () => {
-      await expect(backend.tryAcquire({ resource, epoch: 1, candidates: [0], holderId: "h", ttlMs: 1000 }, T)).rejects.toBeInstanceOf(ConfigError);
-      await expect(backend.heartbeat({ resource, epoch: 1, holder: record("h"), leases: [], ttlMs: 15_500 }, T)).rejects.toBeInstanceOf(ConfigError);
+      await expect(backend.tryAcquire({ resource, plan: tooShort, candidates: [0], holderId: "h" }, T)).rejects.toBeInstanceOf(ConfigError);
+      await expect(backend.heartbeat({ resource, plan: fractional, holder: record("h"), leases: [] }, T)).rejects.toBeInstanceOf(ConfigError);
       await expect(backend.ensurePlan(newResource(), short, T)).rejects.toBeInstanceOf(ConfigError);
       await expect(backend.replacePlan(resource, short, T)).rejects.toBeInstanceOf(ConfigError);
     });
@@ -134,19 +139,33 @@ describe("AzureBlobLeaseBackend lease TTLs", () => {
 });
 
 describe("AzureBlobLeaseBackend requests per operation", () => {
-  test("ensurePlan: 1 when the plan exists; creating one: read, listing, witness, plan = 4, + grace blob and lease = 6", async () => {
+  test("ensurePlan: 1 when the plan exists; creating one: read, listing, witness, plan = 4, + grace blob and lease = 6 for a grace up to 60 s", async () => {
     expect((await counted(() => backend.ensurePlan(resource, PLAN, T))).sent).toEqual(["GET blob"]);
     const fresh = await counted(() => backend.ensurePlan(newResource(), PLAN, { history: "fresh", ...T }));
     expect(fresh.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob"]);
+    // The witness is younger than any grace here, so every history but "fresh" gets its full creation grace.
+    const lost = newResource();
+    const lostGrace = creationGraceMs(PLAN, "lost");
+    expect(lostGrace).toBeLessThanOrEqual(60_000);
+    const arming = await counted(() => backend.ensurePlan(lost, PLAN, { history: "lost", ...T }));
+    expect(arming.result).toEqual(STORED);
+    // A grace of at most 60 s is made exact by a lease on its grace blob.
+    expect(arming.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob", "PUT blob", "PUT lease"]);
+    const lostDuring = await acquire([0], "h", lost);
+    expect(lostDuring.kind).toBe("grace");
+    expect((lostDuring as { remainingMs: number }).remainingMs).toBeGreaterThan(lostGrace - 5000);
+    expect((lostDuring as { remainingMs: number }).remainingMs).toBeLessThanOrEqual(lostGrace + 1000);
+    // "unknown": the longest lease and one window, over 60 s, so it lives in the plan blob's metadata alone.
     const other = newResource();
-    // The witness is younger than 60 s here, so "unknown" history gets the full creation grace.
+    const unknownGrace = creationGraceMs(PLAN, "unknown");
+    expect(unknownGrace).toBeGreaterThan(60_000);
     const unknown = await counted(() => backend.ensurePlan(other, PLAN, { history: "unknown", ...T }));
-    expect(unknown.result).toEqual({ plan: PLAN, epoch: 1 });
-    expect(unknown.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob", "PUT blob", "PUT lease"]);
+    expect(unknown.result).toEqual(STORED);
+    expect(unknown.sent).toEqual(["GET blob", "GET list", "HEAD blob", "PUT blob"]);
     const during = await counted(() => acquire([0, 1, 2, 3], "h", other));
     expect(during.result.kind).toBe("grace");
-    expect((during.result as { remainingMs: number }).remainingMs).toBeGreaterThan(55_000);
-    expect((during.result as { remainingMs: number }).remainingMs).toBeLessThanOrEqual(61_000);
+    expect((during.result as { remainingMs: number }).remainingMs).toBeGreaterThan(unknownGrace - 5000);
+    expect((during.result as { remainingMs: number }).remainingMs).toBeLessThanOrEqual(unknownGrace + 1000);
     expect(during.sent).toEqual(["GET list"]);
   });
 
@@ -165,7 +184,7 @@ describe("AzureBlobLeaseBackend requests per operation", () => {
     const none = await counted(() => acquire([0], "other"));
     expect(none.result).toEqual({ kind: "taken" });
     expect(none.sent).toEqual(["GET list"]);
-    const changed = await counted(() => acquire([1], "other", resource, 3));
+    const changed = await counted(() => acquire([1], "other", resource, { plan: PLAN, epoch: 3 }));
     expect(changed.result).toEqual({ kind: "plan-changed", epoch: 1 });
     expect(changed.sent).toEqual(["GET list"]);
   });
@@ -187,11 +206,15 @@ describe("AzureBlobLeaseBackend requests per operation", () => {
 
   test("heartbeat under another epoch, or for a resource without a plan: the listing only", async () => {
     const a = await lease([0]);
-    const other = await counted(() => heartbeat("h", [a], resource, 2));
-    expect(other.result).toMatchObject({ renewed: [false], epoch: 1 });
+    const other = await counted(() => heartbeat("h", [a], resource, { plan: PLAN, epoch: 2 }));
+    expect(other.result).toMatchObject({ renewed: [false], samePlan: false, epoch: 1 });
     expect(other.sent).toEqual(["GET list"]);
+    // Equal epochs are not enough: another plan under the stored epoch renews nothing either.
+    const differs = await counted(() => heartbeat("h", [a], resource, { plan: validatePlan({ ...PLAN, limit: 7 }), epoch: 1 }));
+    expect(differs.result).toMatchObject({ renewed: [false], samePlan: false, epoch: 1 });
+    expect(differs.sent).toEqual(["GET list"]);
     const none = await counted(() => heartbeat("h", [], `${resource}-none`));
-    expect(none.result).toEqual({ renewed: [], epoch: null, graceMs: 0, holders: [] });
+    expect(none.result).toEqual({ renewed: [], samePlan: false, epoch: null, graceMs: 0, holders: [] });
     expect(none.sent).toEqual(["GET list"]);
   });
 
@@ -218,13 +241,14 @@ describe("AzureBlobLeaseBackend requests per operation", () => {
 
 describe("AzureBlobLeaseBackend graces", () => {
   test("a grace longer than 60 s lives in the plan blob's metadata alone (no grace blob), measured from the server's clock", async () => {
-    const slow = validatePlan({ ...PLAN, intervalMs: 60_000 });
+    // A one-minute window needs a TTL above twice its safety margin: Azure's longest, 60 s.
+    const slow = validatePlan({ ...PLAN, intervalMs: 60_000, leaseTtlMs: 60_000 });
     const grace = switchGraceMs(PLAN, slow);
     expect(grace).toBeGreaterThan(60_000);
     const started = Date.now();
     const replaced = await counted(() => backend.replacePlan(resource, slow, T));
     expect(replaced.sent.slice(2)).toEqual(["PUT blob"]);
-    const during = await acquire([0], "h", resource, 2);
+    const during = await acquire([0], "h", resource, replaced.result);
     expect(during.kind).toBe("grace");
     const remaining = (during as { remainingMs: number }).remainingMs;
     expect(remaining).toBeLessThanOrEqual(grace + 1000);
@@ -244,7 +268,7 @@ describe("AzureBlobLeaseBackend graces", () => {
     const other = newResource();
     await backend.ensurePlan(other, PLAN, { history: "unknown", ...T });
     const next = await backend.replacePlan(other, validatePlan({ ...PLAN, limit: 50 }), T);
-    const during = await acquire([0], "h", other, next.epoch);
+    const during = await acquire([0], "h", other, next);
     expect(during.kind).toBe("grace");
     expect((during as { remainingMs: number }).remainingMs).toBeGreaterThan(switchGraceMs(PLAN, PLAN) + 20_000);
   });
@@ -254,7 +278,7 @@ describe("AzureBlobLeaseBackend holder records", () => {
   test("a holder id that is no safe blob name round-trips; held is stored as ranges", async () => {
     const leases = [await lease([0]), await lease([1]), await lease([3])];
     const odd = "host/1?#%~.";
-    const beat = await backend.heartbeat({ resource, epoch: 1, holder: record(odd, [0, 1, 3]), leases, ttlMs: TTL }, T);
+    const beat = await backend.heartbeat({ resource, plan: STORED, holder: record(odd, [0, 1, 3]), leases }, T);
     expect(beat.holders.map((h) => h.holderId)).toEqual([odd]);
     const names: string[] = [];
     const metadata: Record<string, string>[] = [];
@@ -268,17 +292,35 @@ describe("AzureBlobLeaseBackend holder records", () => {
     expect(state.holders.map((h) => [h.holderId, h.held])).toEqual([[odd, [0, 1, 3]]]);
   });
 
+  test("every process reads each live record whole; inspect too, when the plan blob's metadata does not describe the plan", async () => {
+    const a = await lease([1]);
+    const own = record("h", [1], { demand: 12.3456, rate: 7.0001, weight: 2.5 });
+    const published = (await backend.heartbeat({ resource, plan: STORED, holder: own, leases: [a] }, T)).holders.find((h) => h.holderId === "h");
+    const seen = await heartbeat("reader", []);
+    const read = seen.holders.find((h) => h.holderId === "h");
+    expect(read).toEqual(published);
+    expect(read).toMatchObject({ held: [1], wants: 1, weight: 2.5, since: expect.any(Number) });
+    expect(read?.expiresInMs).toBeGreaterThan(TTL - 3000);
+    // A plan blob whose metadata was dropped (rewritten by another tool): requests go by its content.
+    await rawContainer().getBlockBlobClient(`${resource}/plan`).setMetadata({});
+    const after = await heartbeat("h", [a]);
+    expect(after).toMatchObject({ renewed: [true], samePlan: true, epoch: 1 });
+    const state = await backend.inspect(resource, T);
+    expect(state.stored).toEqual(STORED);
+    expect(state.holders.map((h) => [h.holderId, h.held]).sort()).toEqual([["h", [1]], ["reader", []]]);
+  });
+
   test("a record too large for Azure's 8 KB of metadata is stored without held, which readers take from the leases", async () => {
     const big = validatePlan({ ...PLAN, partitions: 4000, limit: 4000 });
     const other = newResource();
-    await backend.ensurePlan(other, big, { history: "fresh", ...T });
-    const held = [await lease([0], "wide", other), await lease([2], "wide", other)];
+    const bigStored = await backend.ensurePlan(other, big, { history: "fresh", ...T });
+    const held = [await lease([0], "wide", other, bigStored), await lease([2], "wide", other, bigStored)];
     const claimed = Array.from({ length: 2000 }, (_, i) => i * 2);
-    const beat = await backend.heartbeat({ resource: other, epoch: 1, holder: record("wide", claimed), leases: held, ttlMs: TTL }, T);
+    const beat = await backend.heartbeat({ resource: other, plan: bigStored, holder: record("wide", claimed), leases: held }, T);
     expect(beat.renewed).toEqual([true, true]);
     // The publisher's own view is what it sent; everyone else's comes from the leases.
     expect(beat.holders.find((h) => h.holderId === "wide")?.held).toHaveLength(2000);
-    const seen = await backend.heartbeat({ resource: other, epoch: 1, holder: record("reader"), leases: [], ttlMs: TTL }, T);
+    const seen = await backend.heartbeat({ resource: other, plan: bigStored, holder: record("reader"), leases: [] }, T);
     expect(seen.holders.find((h) => h.holderId === "wide")?.held).toEqual([0, 2]);
   });
 });
@@ -288,6 +330,7 @@ describe("AzureBlobLeaseBackend after one lease TTL (one shared wait)", () => {
   let expiredLease: Lease;
   let sinceBefore: number;
   let unarmedDuring: AcquireResult;
+  let armedPlan: StoredPlan;
 
   beforeAll(async () => {
     for (const key of Object.keys(r) as (keyof typeof r)[]) r[key] = newResource();
@@ -298,10 +341,12 @@ describe("AzureBlobLeaseBackend after one lease TTL (one shared wait)", () => {
     const text = encodeStoredPlan({ plan: PLAN, epoch: 1 });
     await rawContainer()
       .getBlockBlobClient(`${r.unarmed}/plan`)
-      .upload(text, Buffer.byteLength(text), { metadata: { epoch: "1", partitions: "4", leasettlms: String(TTL), gracems: "1500", graceid: "never-armed" } });
+      .upload(text, Buffer.byteLength(text), {
+        metadata: { epoch: "1", partitions: "4", leasettlms: String(TTL), digest: storedPlanDigest(STORED), gracems: "1500", graceid: "never-armed" },
+      });
     unarmedDuring = await acquire([0], "h", r.unarmed);
     // A switch grace of about 16 s, made exact by a 17 s lease on its grace blob.
-    await backend.replacePlan(r.armed, validatePlan({ ...PLAN, limit: 50 }), T);
+    armedPlan = await backend.replacePlan(r.armed, validatePlan({ ...PLAN, limit: 50 }), T);
     expiredLease = await lease([0], "h", r.expired);
     for (const id of ["gone-1", "gone-2", "gone-3"]) await heartbeat(id, [], r.collect);
     await heartbeat("first", [], r.republish);
@@ -345,7 +390,7 @@ describe("AzureBlobLeaseBackend after one lease TTL (one shared wait)", () => {
   });
 
   test("a switch grace ends within its length + 1 s; the next plan write removes its spent grace blob", async () => {
-    expect((await acquire([0], "h", r.armed, 2)).kind).toBe("granted");
+    expect((await acquire([0], "h", r.armed, armedPlan)).kind).toBe("granted");
     const deleted = await counted(() => backend.deletePlan(r.armed, T));
     expect(deleted.sent.filter((label) => label === "DELETE blob")).toHaveLength(1);
   });
@@ -376,7 +421,7 @@ describe("AzureBlobLeaseBackend across a server restart", () => {
     await server.restart();
     await expect(acquire([1])).rejects.toBeInstanceOf(PlanMissingError);
     const beat = await counted(() => heartbeat("h", [a]));
-    expect(beat.result).toEqual({ renewed: [false], epoch: null, graceMs: 0, holders: [] });
+    expect(beat.result).toEqual({ renewed: [false], samePlan: false, epoch: null, graceMs: 0, holders: [] });
     expect(beat.sent).toEqual(["GET list"]);
     await backend.release(a, T);
     expect(await backend.readPlan(resource, T)).toBeNull();
@@ -419,7 +464,7 @@ describe("AzureBlobLeaseBackend across a server restart", () => {
       await restarted;
     };
     const { result, sent } = await counted(() => heartbeat("h", [a]));
-    expect(result).toEqual({ renewed: [false], epoch: null, graceMs: 0, holders: [] });
+    expect(result).toEqual({ renewed: [false], samePlan: false, epoch: null, graceMs: 0, holders: [] });
     expect(sorted(sent)).toEqual(["GET list", "PUT lease", "PUT lease", "PUT metadata"]);
   });
 });
@@ -433,8 +478,8 @@ describe("AzureBlobLeaseBackend against a dead server", () => {
       const started = performance.now();
       const results = await Promise.all(
         [
-          backend.tryAcquire({ resource, epoch: 1, candidates: [0], holderId: "h", ttlMs: TTL }, short),
-          backend.heartbeat({ resource, epoch: 1, holder: record("h", [3]), leases: [a], ttlMs: TTL }, short),
+          backend.tryAcquire({ resource, plan: STORED, candidates: [0], holderId: "h" }, short),
+          backend.heartbeat({ resource, plan: STORED, holder: record("h", [3]), leases: [a] }, short),
           backend.release(a, short),
           backend.ensurePlan(resource, PLAN, short),
           backend.readPlan(resource, short),
@@ -461,7 +506,7 @@ describe("AzureBlobLeaseBackend against a dead server", () => {
     await server.kill();
     try {
       let started = performance.now();
-      const fast = await backend.heartbeat({ resource, epoch: 1, holder: record("h", [3]), leases: [a], ttlMs: TTL }, { timeoutMs: 500 }).catch((e: unknown) => e);
+      const fast = await backend.heartbeat({ resource, plan: STORED, holder: record("h", [3]), leases: [a] }, { timeoutMs: 500 }).catch((e: unknown) => e);
       const fastMs = performance.now() - started;
       expect(fast).toBeInstanceOf(BackendError);
       expect(fastMs).toBeLessThan(500);

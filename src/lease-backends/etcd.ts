@@ -68,10 +68,11 @@ const CLOCK_TTL_S = 1_000_000_000;
  * time since leases were last revived. A lease etcd forgot (written after the snapshot it was
  * restored from, or lost with its data dir) was last renewed before that revival, so its holder
  * stops within one TTL of it. Hence:
- * - a grant is returned only once the clock has run for the plan's TTL (`backendEpochGraceMs`),
- *   checked after the acquire transaction; otherwise its lease is revoked and the answer is a
- *   grace. So for one TTL after any etcd restart or leader change nothing new is granted (renewals
- *   go on; a crashed holder's partitions are not delayed, etcd revived their leases too).
+ * - a grant is returned only once the clock has run for `backendEpochGraceMs` (the longest TTL
+ *   and a window: the restored plan may be older than the forgotten leases'), checked after the
+ *   acquire transaction; otherwise its lease is revoked and the answer is a grace. So for about
+ *   61 s after any etcd restart or leader change nothing new is granted (renewals go on, and
+ *   heartbeats report the grace; a crashed holder's partitions are not taken over sooner).
  * - the clock is restarted for every caller, atomically (compare on the key's mod revision), when
  *   the key is missing, holds another cluster ID than the response header (a restore with a new
  *   `--initial-cluster-token`), or this instance sees a revision below one it saw before (the store
@@ -93,7 +94,8 @@ const CLOCK_TTL_S = 1_000_000_000;
  * first candidate whose create revision is 0, nested, 32 candidates per transaction; the clock's
  * TTL, or a revoke when nothing was taken); heartbeat 1 (one keepalive stream for every lease and
  * the record lease, beside one transaction that puts the record and reads the resource; +1 for a
- * holder's first, +1 while a grace key exists); release 1; inspect 2; readPlan and ensurePlan of a
+ * holder's first, +1 while a grace key exists, +1 while the server clock is younger than the grace
+ * or was not yet read in this Raft term); release 1; inspect 2; readPlan and ensurePlan of a
  * stored plan 1; creating, replacing or deleting a plan 4 (2 without a grace). TTLs are whole
  * seconds from 2 s to 60 s; graces are rounded up to whole seconds, and etcd deletes expired keys
  * up to 500 ms late. No timers run between calls.
@@ -117,6 +119,12 @@ export class EtcdLeaseBackend implements LeaseBackend {
   private readonly recordLeases = new Map<string, string>();
   /** The highest revision seen (from linearizable KV responses) and its cluster. */
   private seen: { cluster: string; revision: number } | null = null;
+  /**
+   * The server clock as last measured by a heartbeat: its lease, cluster and Raft term, and a lower
+   * bound on its age. etcd revives leases only when a member takes office, which starts a new
+   * term, so while all three match the clock is at least this old (see {@link clockGraceMs}).
+   */
+  private measuredClock: { lease: string; cluster: string; term: string; ageMs: number } | null = null;
   private closed = false;
 
   /** Creates a backend on `options.client`; throws ConfigError for a missing client or a bad prefix. */
@@ -296,7 +304,10 @@ export class EtcdLeaseBackend implements LeaseBackend {
       });
       const ownTtl = ttls.get(recordLease);
       const holders = publishedHolders(state, (id) => (id !== holder.holderId ? null : ownTtl === undefined ? ttlMs : expiresInMs(ownTtl, ttlMs / 1000)));
-      const graceMs = Math.max(await this.graceMs(state, grpc), clock === null ? backendEpochGraceMs(stored.plan) : 0);
+      // Report the grace a grant would find, the young clock's included, so the limiter waits it out
+      // instead of vouching (docs/guarantee.md, G3) for a plan under which nothing can be granted.
+      const clockGrace = clock === null ? backendEpochGraceMs(stored.plan) : await this.clockGraceMs(clock, response.header, stored.plan, grpc);
+      const graceMs = Math.max(await this.graceMs(state, grpc), clockGrace);
       return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders };
     });
   }
@@ -381,6 +392,22 @@ export class EtcdLeaseBackend implements LeaseBackend {
     if (!restart.succeeded) await this.client.leaseClient.leaseRevoke({ ID: clock }, grpc).catch(() => undefined);
     this.seen = { cluster, revision: Number(restart.header.revision) };
     return null;
+  }
+
+  /**
+   * ms left of the backend-epoch grace by the server clock `clock`, for heartbeats: read once per
+   * clock lease, cluster and Raft term; a lease revival (restart, leader change, restore) comes
+   * with a new term, or (a restore that repeats a term) is caught by tryAcquire's own reading,
+   * which never uses this cache.
+   */
+  private async clockGraceMs(clock: string, header: IResponseHeader, plan: Plan, grpc: Grpc): Promise<number> {
+    const needed = backendEpochGraceMs(plan);
+    const known = this.measuredClock;
+    const same = known !== null && known.lease === clock && known.cluster === header.cluster_id && known.term === String(header.raft_term);
+    if (same && known.ageMs >= needed) return 0;
+    const ageMs = await this.clockAgeMs(clock, grpc);
+    this.measuredClock = { lease: clock, cluster: header.cluster_id, term: String(header.raft_term), ageMs };
+    return Math.max(0, needed - ageMs);
   }
 
   /** A lower bound on how long etcd's leader has not revived the clock's lease, in ms (0 when gone). */

@@ -2,6 +2,7 @@ import { ClusterReport, HeldTimeline, pacedCeiling, rateBackMs, utilisationOf } 
 import { createBackend } from "../support/backend-spec.js";
 import { FaultMatrix, sleep, withoutEnv } from "../support/fault-matrix.js";
 import { ETCD_CLUSTER_ENV, startEtcdCluster, type EtcdCluster } from "../support/servers/etcd-cluster.js";
+import { untilGranting } from "../support/servers/etcd.js";
 
 // Issue #13, etcd leader failover with real processes: four worker processes share limit 200 per
 // 1000 ms over 20 partitions (TTL 3 s) through a three-member etcd cluster started here (never
@@ -40,7 +41,14 @@ const matrixWith = (hostBreakerMs?: number) =>
 beforeAll(async () => {
   // Short raft timings (the README's figures): a failover in well under a second.
   cluster = await withoutEnv([ETCD_CLUSTER_ENV], () => startEtcdCluster({ heartbeatMs: 50, electionMs: 500 }));
-}, 60_000);
+  // A fresh etcd grants nothing until its server clock has run backendEpochGraceMs (about 61 s).
+  const direct = await createBackend(directSpec());
+  try {
+    process.stdout.write(`fresh cluster: first grant after ${await untilGranting(direct.backend, TTL)} ms\n`);
+  } finally {
+    await direct.close();
+  }
+}, 150_000);
 afterAll(async () => {
   await cluster?.stop();
   process.stdout.write(report.table());

@@ -12,6 +12,12 @@ export class HeldPartition {
   renewedSentAt: number;
   /** Set when the partition stops admitting before release (surplus, close, expiry). */
   draining = false;
+  /**
+   * Set when the local deadline passed without a renewal while running: it admits nothing, and is
+   * kept (renewed with the others) until a heartbeat says whether the backend still holds it as
+   * this grant; a successful renewal clears it.
+   */
+  lapsed = false;
   constructor(
     public lease: Lease,
     sentAt: number,

@@ -247,13 +247,20 @@ export class LeaseManager {
 
   private expireOverdue(now: number): void {
     for (const held of [...this.pacer.partitions]) {
-      if (now >= held.validUntil) {
+      if (now < held.validUntil) continue;
+      if (!held.lapsed) {
+        held.lapsed = true;
         this.counters.lost++;
         this.host.events.emit("lost", { partition: held.partition, reason: "expired" });
-        // It may still be ours on the server (a renewal reply lost): release it once quiet.
-        this.retire(held, null, now);
         this.host.capacityChanged();
       }
+      // While running it stays held, unusable: it may still be ours on the backend (renewals
+      // failed while the backend was unreachable; etcd extends every lease on a leader change), and
+      // a backend that grants nothing for a while (a grace) would not give it back. The next
+      // heartbeat renews it, which the backend does only while it is still this grant (assumption 3
+      // of docs/guarantee.md: an expired lease is never renewed), or says it is gone. Otherwise, or
+      // when it cannot be renewed (the plan changed), it is released once quiet.
+      if (this.phase !== "running") this.retire(held, null, now);
     }
   }
 
@@ -415,6 +422,7 @@ export class LeaseManager {
     held.forEach((h, i) => {
       if (!this.pacer.partitions.includes(h)) return; // retired meanwhile
       if (result.renewed[i] === true) {
+        h.lapsed = false;
         h.renewedSentAt = sentAt;
         // From the SEND time: the backend's expiry runs from when it received the call, later.
         h.validUntil = Math.max(h.validUntil, sentAt + config.plan.leaseTtlMs - config.safetyMarginMs);
@@ -426,7 +434,9 @@ export class LeaseManager {
         this.counters.lost++;
         this.host.events.emit("lost", { partition: h.partition, reason: "renew-rejected" });
       }
-      // Another epoch: the lease is not renewed but stays ours until its deadline.
+      // Another epoch: the lease is not renewed but stays ours until its deadline; past it, it can
+      // never be renewed again.
+      else if (h.lapsed) this.retire(h, null, after);
     });
     this.noteGrace(result.graceMs, after);
     this.view = { holders: result.holders, at: after };
@@ -694,7 +704,7 @@ export class LeaseManager {
     if (this.phase === "plan") {
       if (!this.planInFlight) next = Math.max(now, this.planRetryAt);
     } else if (config) {
-      for (const held of this.pacer.partitions) next = Math.min(next, held.validUntil);
+      for (const held of this.pacer.partitions) if (!held.lapsed) next = Math.min(next, held.validUntil);
       if (this.phase === "running") {
         if (!this.heartbeatInFlight && this.wantsHeartbeat(now)) next = Math.min(next, this.nextHeartbeatAt);
         if (!this.acquireInFlight && this.share && this.pacer.partitions.length < this.share.total) {

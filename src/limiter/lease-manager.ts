@@ -431,8 +431,11 @@ export class LeaseManager {
       } else if (sameEpoch || result.epoch === null) {
         // Not ours any more: stop at once, and do not release what someone else may hold.
         this.pacer.remove(h);
-        this.counters.lost++;
-        this.host.events.emit("lost", { partition: h.partition, reason: "renew-rejected" });
+        // A lapsed one was already reported lost at its deadline.
+        if (!h.lapsed) {
+          this.counters.lost++;
+          this.host.events.emit("lost", { partition: h.partition, reason: "renew-rejected" });
+        }
       }
       // Another epoch: the lease is not renewed but stays ours until its deadline; past it, it can
       // never be renewed again.

@@ -227,7 +227,7 @@ export class EtcdLeaseBackend implements LeaseBackend {
           const batch = valid.slice(from, from + CANDIDATES_PER_TXN);
           const floor = this.seen;
           const response = await this.txn(acquireTxn(keys, text, batch, grantValue(epoch, token, holderId), leaseId, this.serverKey), grpc);
-          if (!response.succeeded) return await this.refusal(resource, keys, wanted, response, grpc);
+          if (!response.succeeded) return await this.refusal(resource, keys, wanted, response, floor, grpc);
           const index = takenIndex(response);
           if (index === null) continue;
           const clock = await this.checkServer(response.header, rangeKvs(response, 1)[0], floor, grpc);
@@ -429,8 +429,12 @@ export class EtcdLeaseBackend implements LeaseBackend {
     return Math.max(0, ...unleased.map(graceLength), ...[...ttls.values()].map((t) => (t.ttl >= 0 ? expiresInMs(t.ttl, t.granted) : 0)));
   }
 
-  /** Why the acquire transaction's compare failed: another plan, no plan, or a grace. */
-  private async refusal(resource: string, keys: Keys, wanted: string, response: ITxnResponse, grpc: Grpc): Promise<AcquireResult> {
+  /**
+   * Why the acquire transaction's compare failed: another plan, no plan, or a grace, reported as
+   * the longest of the grace keys and the young server clock's (a plan stored again after a wipe
+   * has a short grace key and a clock that has just started).
+   */
+  private async refusal(resource: string, keys: Keys, wanted: string, response: ITxnResponse, floor: EtcdLeaseBackend["seen"], grpc: Grpc): Promise<AcquireResult> {
     const planKv = rangeKvs(response, 0)[0];
     if (!planKv) {
       this.plans.delete(resource);
@@ -438,7 +442,12 @@ export class EtcdLeaseBackend implements LeaseBackend {
     }
     const stored = this.remember(resource, planKv.value.toString());
     if (planKv.value.toString() !== wanted) return { kind: "plan-changed", epoch: stored.epoch };
-    return { kind: "grace", remainingMs: Math.max(1, await this.graceMs(parseResource(keys, rangeKvs(response, 1)), grpc)) };
+    const clockGrace = async (): Promise<number> => {
+      const clock = await this.checkServer(response.header, rangeKvs(response, 2)[0], floor, grpc);
+      return backendEpochGraceMs(stored.plan) - (clock === null ? 0 : await this.clockAgeMs(clock, grpc));
+    };
+    const [keyGrace, clockLeft] = await Promise.all([this.graceMs(parseResource(keys, rangeKvs(response, 1)), grpc), clockGrace()]);
+    return { kind: "grace", remainingMs: Math.max(1, keyGrace, clockLeft) };
   }
 
   /** The answer to a heartbeat under another epoch or without a plan: nothing renewed or published. */
@@ -651,7 +660,7 @@ function leaseIdOf(token: string): string | null {
 /**
  * The acquire transaction: if the plan is still `planText` and no grace key exists, take the first
  * candidate whose key does not exist (one nested transaction per candidate) and read the server
- * key; otherwise read the plan and the grace keys, so the caller can tell why.
+ * key; otherwise read the plan, the grace keys and the server key, so the caller can tell why.
  */
 function acquireTxn(keys: Keys, planText: string, candidates: readonly number[], value: string, leaseId: string, serverKey: string): ITxnRequest {
   let chain: IRequestOp[] = [];
@@ -663,7 +672,7 @@ function acquireTxn(keys: Keys, planText: string, candidates: readonly number[],
   return {
     compare: [valueIs(keys.plan, planText), noGrace],
     success: [...chain, range(serverKey)],
-    failure: [range(keys.plan), range(keys.grace, true)],
+    failure: [range(keys.plan), range(keys.grace, true), range(serverKey)],
   };
 }
 

@@ -76,8 +76,8 @@ async function newResource(backend: EtcdLeaseBackend, plan: Plan = PLAN): Promis
 const acquire = (backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h", plan: StoredPlan = STORED): Promise<AcquireResult> =>
   backend.tryAcquire({ resource, plan, candidates, holderId }, opts);
 
-async function lease(backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h"): Promise<Lease> {
-  const result = await acquire(backend, resource, candidates, holderId);
+async function lease(backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h", plan: StoredPlan = STORED): Promise<Lease> {
+  const result = await acquire(backend, resource, candidates, holderId, plan);
   if (result.kind !== "granted") throw new Error(`expected a grant, got ${JSON.stringify(result)}`);
   return result.lease;
 }
@@ -194,7 +194,7 @@ describe("EtcdLeaseBackend", () => {
     const next = validatePlan({ ...PLAN, limit: 50 });
     const replaced = await measure("replacePlan", () => backend.replacePlan(resource, next, opts), { txn: 3, leaseGrant: 1 }, 4);
     expect(replaced).toEqual({ plan: next, epoch: 2 });
-    const during = await measure("tryAcquire during a grace", () => acquire(backend, resource, [9], "h", replaced), { leaseGrant: 1, txn: 1, leaseTimeToLive: 1, leaseRevoke: 1 }, 4);
+    const during = await measure("tryAcquire during a grace", () => acquire(backend, resource, [9], "h", replaced), { leaseGrant: 1, txn: 1, leaseTimeToLive: 2, leaseRevoke: 1 }, 4);
     expect(during.kind).toBe("grace");
     await measure("deletePlan", () => backend.deletePlan(resource, opts), { txn: 3, leaseGrant: 1 }, 4);
 
@@ -264,11 +264,12 @@ describe("EtcdLeaseBackend", () => {
 
   test("more candidates than one transaction holds still finds the first free one", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });
-    const resource = await newResource(backend, validatePlan({ limit: 1000, intervalMs: 1000, partitions: 100, leaseTtlMs: TTL }));
+    const wide: StoredPlan = { plan: validatePlan({ limit: 1000, intervalMs: 1000, partitions: 100, leaseTtlMs: TTL }), epoch: 1 };
+    const resource = await newResource(backend, wide.plan);
     const order = [...Array(100).keys()].reverse();
-    const blockers = await Promise.all(order.slice(0, 40).map((p) => lease(backend, resource, [p], "blocker")));
+    const blockers = await Promise.all(order.slice(0, 40).map((p) => lease(backend, resource, [p], "blocker", wide)));
     expect(blockers.map((l) => l.partition)).toEqual(order.slice(0, 40));
-    expect((await lease(backend, resource, order, "deep")).partition).toBe(order[40]);
+    expect((await lease(backend, resource, order, "deep", wide)).partition).toBe(order[40]);
   });
 
   test("a lost acquire reply (and a lost revoke) leaves nothing held beyond the TTL", async () => {
@@ -475,5 +476,5 @@ describe("EtcdLeaseBackend", () => {
     const waiting = await acquire(backend, resource, [1], "h", again);
     expect(waiting.kind).toBe("grace");
     expect((waiting as { remainingMs: number }).remainingMs).toBeGreaterThan(creationGraceMs(PLAN, "lost") - 1000);
-  });
+  }, AFTER_RESTART_MS);
 });

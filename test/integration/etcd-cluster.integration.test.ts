@@ -8,6 +8,8 @@ import { warmUp } from "../support/etcd-warm-up.js";
 describeSharedQuota({
   name: "etcd cluster",
   leaseTtlMs: 2_000,
+  // TTL, etcd's expiry sweep (every 500 ms), then a survivor's acquire backoff (at most TTL / 4) and its call.
+  takeoverBoundMs: 2_000 + 500 + 500 + 500,
   resource: `it-etcd-cluster-${randomUUID().slice(0, 8)}`,
   timeoutMs: 210_000,
   start: async () => {

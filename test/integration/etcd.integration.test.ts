@@ -7,6 +7,8 @@ import { warmUp } from "../support/etcd-warm-up.js";
 describeSharedQuota({
   name: "etcd",
   leaseTtlMs: 2_000,
+  // TTL, etcd's expiry sweep (every 500 ms), then a survivor's acquire backoff (at most TTL / 4) and its call.
+  takeoverBoundMs: 2_000 + 500 + 500 + 500,
   resource: `it-etcd-${randomUUID().slice(0, 8)}`,
   timeoutMs: 180_000,
   start: async () => {

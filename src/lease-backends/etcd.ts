@@ -68,10 +68,11 @@ const CLOCK_TTL_S = 1_000_000_000;
  * time since leases were last revived. A lease etcd forgot (written after the snapshot it was
  * restored from, or lost with its data dir) was last renewed before that revival, so its holder
  * stops within one TTL of it. Hence:
- * - a grant is returned only once the clock has run for the plan's TTL (`backendEpochGraceMs`),
- *   checked after the acquire transaction; otherwise its lease is revoked and the answer is a
- *   grace. So for one TTL after any etcd restart or leader change nothing new is granted (renewals
- *   go on; a crashed holder's partitions are not delayed, etcd revived their leases too).
+ * - a grant is returned only once the clock has run for `backendEpochGraceMs` (the longest TTL
+ *   and a window: the restored plan may be older than the forgotten leases'), checked after the
+ *   acquire transaction; otherwise its lease is revoked and the answer is a grace. So for about
+ *   61 s after any etcd restart or leader change nothing new is granted (renewals go on, and
+ *   heartbeats report the grace; a crashed holder's partitions are not taken over sooner).
  * - the clock is restarted for every caller, atomically (compare on the key's mod revision), when
  *   the key is missing, holds another cluster ID than the response header (a restore with a new
  *   `--initial-cluster-token`), or this instance sees a revision below one it saw before (the store
@@ -93,7 +94,8 @@ const CLOCK_TTL_S = 1_000_000_000;
  * first candidate whose create revision is 0, nested, 32 candidates per transaction; the clock's
  * TTL, or a revoke when nothing was taken); heartbeat 1 (one keepalive stream for every lease and
  * the record lease, beside one transaction that puts the record and reads the resource; +1 for a
- * holder's first, +1 while a grace key exists); release 1; inspect 2; readPlan and ensurePlan of a
+ * holder's first, +1 while a grace key exists, +1 while the server clock is younger than the grace
+ * or was not yet read in this Raft term); release 1; inspect 2; readPlan and ensurePlan of a
  * stored plan 1; creating, replacing or deleting a plan 4 (2 without a grace). TTLs are whole
  * seconds from 2 s to 60 s; graces are rounded up to whole seconds, and etcd deletes expired keys
  * up to 500 ms late. No timers run between calls.
@@ -119,6 +121,12 @@ export class EtcdLeaseBackend implements LeaseBackend {
   private readonly recordLeases = new Map<string, string>();
   /** The highest revision seen (from linearizable KV responses) and its cluster. */
   private seen: { cluster: string; revision: number } | null = null;
+  /**
+   * The server clock as last measured by a heartbeat: its lease, cluster and Raft term, and a lower
+   * bound on its age. etcd revives leases only when a member takes office, which starts a new
+   * term, so while all three match the clock is at least this old (see {@link clockGraceMs}).
+   */
+  private measuredClock: { lease: string; cluster: string; term: string; ageMs: number } | null = null;
   private closed = false;
 
   /** Creates a backend on `options.client`; throws ConfigError for a missing client or a bad prefix. */
@@ -221,7 +229,7 @@ export class EtcdLeaseBackend implements LeaseBackend {
           const batch = valid.slice(from, from + CANDIDATES_PER_TXN);
           const floor = this.seen;
           const response = await this.txn(acquireTxn(keys, text, batch, grantValue(epoch, token, holderId), leaseId, this.serverKey), grpc);
-          if (!response.succeeded) return await this.refusal(resource, keys, wanted, response, grpc);
+          if (!response.succeeded) return await this.refusal(resource, keys, wanted, response, floor, grpc);
           const index = takenIndex(response);
           if (index === null) continue;
           const clock = await this.checkServer(response.header, rangeKvs(response, 1)[0], floor, grpc);
@@ -298,7 +306,10 @@ export class EtcdLeaseBackend implements LeaseBackend {
       });
       const ownTtl = ttls.get(recordLease);
       const holders = publishedHolders(state, (id) => (id !== holder.holderId ? null : ownTtl === undefined ? ttlMs : expiresInMs(ownTtl, ttlMs / 1000)));
-      const graceMs = Math.max(await this.graceMs(state, grpc), clock === null ? backendEpochGraceMs(stored.plan) : 0);
+      // Report the grace a grant would find, the young clock's included, so the limiter waits it out
+      // instead of vouching (docs/guarantee.md, G3) for a plan under which nothing can be granted.
+      const clockGrace = clock === null ? backendEpochGraceMs(stored.plan) : await this.clockGraceMs(clock, response.header, stored.plan, grpc);
+      const graceMs = Math.max(await this.graceMs(state, grpc), clockGrace);
       return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders };
     });
   }
@@ -385,6 +396,22 @@ export class EtcdLeaseBackend implements LeaseBackend {
     return null;
   }
 
+  /**
+   * ms left of the backend-epoch grace by the server clock `clock`, for heartbeats: read once per
+   * clock lease, cluster and Raft term; a lease revival (restart, leader change, restore) comes
+   * with a new term, or (a restore that repeats a term) is caught by tryAcquire's own reading,
+   * which never uses this cache.
+   */
+  private async clockGraceMs(clock: string, header: IResponseHeader, plan: Plan, grpc: Grpc): Promise<number> {
+    const needed = backendEpochGraceMs(plan);
+    const known = this.measuredClock;
+    const same = known !== null && known.lease === clock && known.cluster === header.cluster_id && known.term === String(header.raft_term);
+    if (same && known.ageMs >= needed) return 0;
+    const ageMs = await this.clockAgeMs(clock, grpc);
+    this.measuredClock = { lease: clock, cluster: header.cluster_id, term: String(header.raft_term), ageMs };
+    return Math.max(0, needed - ageMs);
+  }
+
   /** A lower bound on how long etcd's leader has not revived the clock's lease, in ms (0 when gone). */
   private async clockAgeMs(clock: string, grpc: Grpc): Promise<number> {
     const t = (await this.timesToLive([clock], grpc)).get(clock);
@@ -404,8 +431,12 @@ export class EtcdLeaseBackend implements LeaseBackend {
     return Math.max(0, ...unleased.map(graceLength), ...[...ttls.values()].map((t) => (t.ttl >= 0 ? expiresInMs(t.ttl, t.granted) : 0)));
   }
 
-  /** Why the acquire transaction's compare failed: another plan, no plan, or a grace. */
-  private async refusal(resource: string, keys: Keys, wanted: string, response: ITxnResponse, grpc: Grpc): Promise<AcquireResult> {
+  /**
+   * Why the acquire transaction's compare failed: another plan, no plan, or a grace, reported as
+   * the longest of the grace keys and the young server clock's (a plan stored again after a wipe
+   * has a short grace key and a clock that has just started).
+   */
+  private async refusal(resource: string, keys: Keys, wanted: string, response: ITxnResponse, floor: EtcdLeaseBackend["seen"], grpc: Grpc): Promise<AcquireResult> {
     const planKv = rangeKvs(response, 0)[0];
     if (!planKv) {
       this.plans.delete(resource);
@@ -413,7 +444,12 @@ export class EtcdLeaseBackend implements LeaseBackend {
     }
     const stored = this.remember(resource, planKv.value.toString());
     if (planKv.value.toString() !== wanted) return { kind: "plan-changed", epoch: stored.epoch };
-    return { kind: "grace", remainingMs: Math.max(1, await this.graceMs(parseResource(keys, rangeKvs(response, 1)), grpc)) };
+    const clockGrace = async (): Promise<number> => {
+      const clock = await this.checkServer(response.header, rangeKvs(response, 2)[0], floor, grpc);
+      return backendEpochGraceMs(stored.plan) - (clock === null ? 0 : await this.clockAgeMs(clock, grpc));
+    };
+    const [keyGrace, clockLeft] = await Promise.all([this.graceMs(parseResource(keys, rangeKvs(response, 1)), grpc), clockGrace()]);
+    return { kind: "grace", remainingMs: Math.max(1, keyGrace, clockLeft) };
   }
 
   /** The answer to a heartbeat under another epoch or without a plan: nothing renewed or published. */
@@ -626,7 +662,7 @@ function leaseIdOf(token: string): string | null {
 /**
  * The acquire transaction: if the plan is still `planText` and no grace key exists, take the first
  * candidate whose key does not exist (one nested transaction per candidate) and read the server
- * key; otherwise read the plan and the grace keys, so the caller can tell why.
+ * key; otherwise read the plan, the grace keys and the server key, so the caller can tell why.
  */
 function acquireTxn(keys: Keys, planText: string, candidates: readonly number[], value: string, leaseId: string, serverKey: string): ITxnRequest {
   let chain: IRequestOp[] = [];
@@ -638,7 +674,7 @@ function acquireTxn(keys: Keys, planText: string, candidates: readonly number[],
   return {
     compare: [valueIs(keys.plan, planText), noGrace],
     success: [...chain, range(serverKey)],
-    failure: [range(keys.plan), range(keys.grace, true)],
+    failure: [range(keys.plan), range(keys.grace, true), range(serverKey)],
   };
 }
 

@@ -13,6 +13,11 @@ export interface SharedQuotaTarget {
   start(): Promise<{ spec: BackendSpec; stop(): Promise<void> }>;
   /** Time for the whole scenario, in ms. */
   timeoutMs: number;
+  /**
+   * The longest takeover of a killed worker's partitions allowed, in ms. Default TTL + 1 s; etcd
+   * deletes expired keys up to 500 ms late, so its targets allow that on top.
+   */
+  takeoverBoundMs?: number;
   /** Starts the service the workers call (see SharedQuotaScenarioOptions.recorder). Default: the HTTP recorder. */
   recorder?: SharedQuotaScenarioOptions["recorder"];
 }
@@ -51,9 +56,10 @@ export function describeSharedQuota(target: SharedQuotaTarget): void {
       expect(result.steady.utilisation).toBeGreaterThanOrEqual(0.9);
     });
 
-    test("the survivors take a killed worker's partitions over within TTL + 1 s", () => {
+    const bound = target.takeoverBoundMs ?? target.leaseTtlMs + 1_000;
+    test(`the survivors take a killed worker's partitions over within ${bound} ms`, () => {
       expect(result.killed.heldPartitions).toBeGreaterThan(0);
-      expect(result.takeoverMs).toBeLessThanOrEqual(target.leaseTtlMs + 1_000);
+      expect(result.takeoverMs).toBeLessThanOrEqual(bound);
     });
   });
 }

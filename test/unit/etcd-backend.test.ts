@@ -6,14 +6,21 @@ import { PlanMissingError } from "../../src/errors/plan-missing-error.js";
 import { TimeoutError } from "../../src/errors/timeout-error.js";
 import { EtcdLeaseBackend } from "../../src/lease-backends/etcd.js";
 import type { AcquireResult, HolderRecord, Lease } from "../../src/contract/lease-backend.js";
-import { validatePlan, type Plan } from "../../src/contract/plan.js";
+import { validatePlan, type Plan, type StoredPlan } from "../../src/contract/plan.js";
+import { backendEpochGraceMs, creationGraceMs } from "../../src/contract/timing.js";
 import { startEtcd, untilGranting, type EtcdServer } from "../support/servers/etcd.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
 
 // A real etcd on free ports, started by this file (it pauses, kills, wipes and restores it), on
-// real time with 2 s leases.
+// real time with 2 s leases. After a fresh start, a restart, a wipe or a restore etcd grants
+// nothing for backendEpochGraceMs (about 61 s here): each of those tests waits it out once.
 const TTL = 2000;
 const PLAN: Plan = validatePlan({ limit: 100, intervalMs: 1000, partitions: 10, leaseTtlMs: TTL });
+const STORED: StoredPlan = { plan: PLAN, epoch: 1 };
+/** The grace after etcd may have forgotten leases (a restart looks like a restore). */
+const EPOCH_GRACE = backendEpochGraceMs(PLAN);
+/** A test that waits out one backend-epoch grace. */
+const AFTER_RESTART_MS = EPOCH_GRACE + 60_000;
 const opts = { timeoutMs: 5000 };
 let server: EtcdServer;
 const clients: Etcd3[] = [];
@@ -66,18 +73,18 @@ async function newResource(backend: EtcdLeaseBackend, plan: Plan = PLAN): Promis
   return resource;
 }
 
-const acquire = (backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h", epoch = 1): Promise<AcquireResult> =>
-  backend.tryAcquire({ resource, epoch, candidates, holderId, ttlMs: TTL }, opts);
+const acquire = (backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h", plan: StoredPlan = STORED): Promise<AcquireResult> =>
+  backend.tryAcquire({ resource, plan, candidates, holderId }, opts);
 
-async function lease(backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h"): Promise<Lease> {
-  const result = await acquire(backend, resource, candidates, holderId);
+async function lease(backend: EtcdLeaseBackend, resource: string, candidates: number[], holderId = "h", plan: StoredPlan = STORED): Promise<Lease> {
+  const result = await acquire(backend, resource, candidates, holderId, plan);
   if (result.kind !== "granted") throw new Error(`expected a grant, got ${JSON.stringify(result)}`);
   return result.lease;
 }
 
 const record = (holderId: string, held: number[]): HolderRecord => ({ holderId, pool: null, wants: held.length, weight: 1, reserve: 0, held, demand: 0, rate: 0 });
-const beat = (backend: EtcdLeaseBackend, resource: string, holderId: string, leases: Lease[]) =>
-  backend.heartbeat({ resource, epoch: 1, holder: record(holderId, leases.map((l) => l.partition)), leases, ttlMs: TTL }, opts);
+const beat = (backend: EtcdLeaseBackend, resource: string, holderId: string, leases: Lease[], plan: StoredPlan = STORED) =>
+  backend.heartbeat({ resource, plan, holder: record(holderId, leases.map((l) => l.partition)), leases }, opts);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -106,8 +113,10 @@ async function serverKey(client: Etcd3, prefix = "partitioned-rate-limiter/"): P
 
 beforeAll(async () => {
   server = await startEtcd();
-  report(`fresh etcd: first grant after ${await untilGranting(new EtcdLeaseBackend({ client: connect() }), TTL)} ms (the server clock must run one TTL)`);
-}, 120_000);
+  const waited = await untilGranting(new EtcdLeaseBackend({ client: connect() }), TTL);
+  report(`fresh etcd: first grant after ${waited} ms (the server clock must run backendEpochGraceMs = ${EPOCH_GRACE} ms)`);
+  expect(waited).toBeGreaterThan(EPOCH_GRACE - 2000);
+}, AFTER_RESTART_MS);
 
 afterAll(async () => {
   await Promise.all(proxies.map((p) => p.stop()));
@@ -124,8 +133,10 @@ describe("EtcdLeaseBackend", () => {
       await expect(backend.ensurePlan("unit-bad-ttl", plan, opts)).rejects.toMatchObject({ code: "ERR_CONFIG", option: "plan.leaseTtlMs" });
     }
     const resource = await newResource(backend);
-    const error = await backend.tryAcquire({ resource, epoch: 1, candidates: [0], holderId: "h", ttlMs: 3000 }, opts).catch((e: unknown) => e);
-    expect(ConfigError.is(error) && error.option).toBe("ttlMs");
+    // The TTL is the stored plan's: a plan with another TTL cannot be stored, nor granted under.
+    await expect(backend.replacePlan(resource, { ...PLAN, leaseTtlMs: 2500 }, opts)).rejects.toMatchObject({ code: "ERR_CONFIG", option: "plan.leaseTtlMs" });
+    expect(await acquire(backend, resource, [0], "h", { plan: { ...PLAN, leaseTtlMs: 3000 }, epoch: 1 })).toEqual({ kind: "plan-changed", epoch: 1 });
+    expect((await backend.inspect(resource, opts)).partitions.every((p) => p.holderId === null)).toBe(true);
     expect(() => new EtcdLeaseBackend({ client: undefined as unknown as Etcd3 })).toThrow(ConfigError);
     expect(() => new EtcdLeaseBackend({ client: connect(), prefix: "x".repeat(201) })).toThrow(ConfigError);
   });
@@ -181,8 +192,10 @@ describe("EtcdLeaseBackend", () => {
     const state = await measure("inspect (5 distinct leases + record + clock)", () => backend.inspect(resource, opts), { txn: 1, leaseTimeToLive: 7 }, 2);
     expect(state.partitions.filter((s) => s.holderId !== null).map((s) => [s.partition, s.fencingToken === null])).toEqual([0, 1, 2, 3, 5].map((p) => [p, false]));
     const next = validatePlan({ ...PLAN, limit: 50 });
-    await measure("replacePlan", () => backend.replacePlan(resource, next, opts), { txn: 3, leaseGrant: 1 }, 4);
-    await measure("tryAcquire during a grace", () => acquire(backend, resource, [9], "h", 2), { leaseGrant: 1, txn: 1, leaseTimeToLive: 1, leaseRevoke: 1 }, 4);
+    const replaced = await measure("replacePlan", () => backend.replacePlan(resource, next, opts), { txn: 3, leaseGrant: 1 }, 4);
+    expect(replaced).toEqual({ plan: next, epoch: 2 });
+    const during = await measure("tryAcquire during a grace", () => acquire(backend, resource, [9], "h", replaced), { leaseGrant: 1, txn: 1, leaseTimeToLive: 2, leaseRevoke: 1 }, 4);
+    expect(during.kind).toBe("grace");
     await measure("deletePlan", () => backend.deletePlan(resource, opts), { txn: 3, leaseGrant: 1 }, 4);
 
     // Latency on the direct connection (2 cores shared with other work): means over 30 runs.
@@ -251,11 +264,12 @@ describe("EtcdLeaseBackend", () => {
 
   test("more candidates than one transaction holds still finds the first free one", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });
-    const resource = await newResource(backend, validatePlan({ limit: 1000, intervalMs: 1000, partitions: 100, leaseTtlMs: TTL }));
+    const wide: StoredPlan = { plan: validatePlan({ limit: 1000, intervalMs: 1000, partitions: 100, leaseTtlMs: TTL }), epoch: 1 };
+    const resource = await newResource(backend, wide.plan);
     const order = [...Array(100).keys()].reverse();
-    const blockers = await Promise.all(order.slice(0, 40).map((p) => lease(backend, resource, [p], "blocker")));
+    const blockers = await Promise.all(order.slice(0, 40).map((p) => lease(backend, resource, [p], "blocker", wide)));
     expect(blockers.map((l) => l.partition)).toEqual(order.slice(0, 40));
-    expect((await lease(backend, resource, order, "deep")).partition).toBe(order[40]);
+    expect((await lease(backend, resource, order, "deep", wide)).partition).toBe(order[40]);
   });
 
   test("a lost acquire reply (and a lost revoke) leaves nothing held beyond the TTL", async () => {
@@ -279,7 +293,7 @@ describe("EtcdLeaseBackend", () => {
       return revoke(...args);
     };
     const sentAt = Date.now();
-    const lost = await backend.tryAcquire({ resource, epoch: 1, candidates: [3], holderId: "lost", ttlMs: TTL }, { timeoutMs: 1000 }).then(() => null, (e: unknown) => e);
+    const lost = await backend.tryAcquire({ resource, plan: STORED, candidates: [3], holderId: "lost" }, { timeoutMs: 1000 }).then(() => null, (e: unknown) => e);
     proxy.heal();
     expect(BackendError.is(lost) || TimeoutError.is(lost)).toBe(true);
     const heldBy = (await observer.inspect(resource, opts)).partitions[3]!.holderId;
@@ -308,7 +322,7 @@ describe("EtcdLeaseBackend", () => {
     expect(state.holders).toEqual([]);
   });
 
-  test("a server that stops answering or dies fails calls by their timeout; after a restart grants wait one TTL, renewals do not", async () => {
+  test("a server that stops answering or dies fails calls by their timeout; after a restart grants wait backendEpochGraceMs, renewals do not", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });
     const withDefaults = new EtcdLeaseBackend({ client: connect({ defaults: true }) });
     const resource = await newResource(backend);
@@ -319,9 +333,9 @@ describe("EtcdLeaseBackend", () => {
       const short = { timeoutMs: 500 };
       const call =
         op === "tryAcquire"
-          ? b.tryAcquire({ resource, epoch: 1, candidates: [5], holderId: "x", ttlMs: TTL }, short)
+          ? b.tryAcquire({ resource, plan: STORED, candidates: [5], holderId: "x" }, short)
           : op === "heartbeat"
-            ? b.heartbeat({ resource, epoch: 1, holder: record("survivor", [0]), leases: [held], ttlMs: TTL }, short)
+            ? b.heartbeat({ resource, plan: STORED, holder: record("survivor", [0]), leases: [held] }, short)
             : b.readPlan(resource, short);
       const error = await call.then(() => null, (e: unknown) => e);
       return { error, ms: performance.now() - started };
@@ -354,14 +368,30 @@ describe("EtcdLeaseBackend", () => {
     }
     const backAt = Date.now();
     // etcd kept the lease and revived it: the holder renews at once...
-    expect((await whenBack(() => beat(backend, resource, "survivor", [held]))).renewed).toEqual([true]);
+    const renewal = await whenBack(() => beat(backend, resource, "survivor", [held]));
+    expect(renewal.renewed).toEqual([true]);
     report(`server down ${backAt - deadAt} ms; first renewal after the restart ${Date.now() - backAt} ms after it was back`);
-    // ...while nothing new is granted for one TTL: a restart cannot be told from a restore.
+    // ...while nothing new is granted for backendEpochGraceMs: a restart cannot be told from a restore.
     const first = await whenBack(() => acquire(backend, resource, [6], "newcomer"));
     expect(first.kind).toBe("grace");
+    const remaining = (first as { remainingMs: number }).remainingMs;
+    expect(remaining).toBeGreaterThan(EPOCH_GRACE - 5000);
+    expect(remaining).toBeLessThanOrEqual(EPOCH_GRACE);
+    // The heartbeat and inspect report the grace a grant would find, so the limiter waits it out.
+    expect(renewal.graceMs).toBeGreaterThan(EPOCH_GRACE - 5000);
+    expect((await backend.inspect(resource, opts)).graceMs).toBeGreaterThan(EPOCH_GRACE - 5000);
+    // A new resource of unknown history is not started at once on a clock this young.
+    const unknown = `unit-young-${++counter}`;
+    await backend.ensurePlan(unknown, PLAN, opts);
+    expect(await backend.readPlan(unknown, opts)).toEqual(STORED);
+    const young = await acquire(backend, unknown, [0]);
+    expect(young.kind).toBe("grace");
+    expect((young as { remainingMs: number }).remainingMs).toBeGreaterThan(creationGraceMs(PLAN, "unknown") - 5000);
     const waited = await untilGranting(backend, TTL);
-    report(`after a plain restart, grace of ${(first as { remainingMs: number }).remainingMs} ms reported; first grant ${Date.now() - backAt} ms after the restart (warm-up ${waited} ms)`);
-  }, 60_000);
+    const firstGrantAfter = Date.now() - backAt;
+    report(`after a plain restart, grace of ${remaining} ms reported; first grant ${firstGrantAfter} ms after the restart (warm-up ${waited} ms)`);
+    expect(firstGrantAfter).toBeGreaterThan(EPOCH_GRACE - 5000);
+  }, AFTER_RESTART_MS);
 
   test("a wiped data dir: PlanMissingError, renewals refused, the plan stored again gets a grace", async () => {
     const client = connect();
@@ -372,18 +402,23 @@ describe("EtcdLeaseBackend", () => {
     await server.restart({ wipe: true });
     await expect(whenBack(() => acquire(backend, resource, [0], "wiped"))).rejects.toBeInstanceOf(PlanMissingError);
     expect(await whenBack(() => backend.readPlan(resource, opts))).toBeNull();
-    expect((await beat(backend, resource, "wiped", [old])).epoch).toBeNull();
+    const refused = await beat(backend, resource, "wiped", [old]);
+    expect(refused).toMatchObject({ renewed: [false], samePlan: false, epoch: null });
     const stored = await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
+    const storedAt = Date.now();
     expect(stored.epoch).toBe(1);
     const after = await serverKey(client);
     report(`wiped data dir: cluster ID ${before?.value} before, ${after?.value} after (same flags)`);
+    // History "lost" asks for one TTL; the server clock, restarted on the empty store, asks for more.
     const result = await acquire(backend, resource, [0], "wiped");
     expect(result.kind).toBe("grace");
-    expect((result as { remainingMs: number }).remainingMs).toBeGreaterThan(TTL - 1000);
-    expect(await untilGranting(backend, TTL)).toBeGreaterThan(TTL - 1000);
-  }, 60_000);
+    expect((result as { remainingMs: number }).remainingMs).toBeGreaterThan(EPOCH_GRACE - 3000);
+    await untilGranting(backend, TTL);
+    expect(Date.now() - storedAt).toBeGreaterThan(EPOCH_GRACE - 3000);
+    expect((await lease(backend, resource, [0], "wiped")).partition).toBe(0);
+  }, AFTER_RESTART_MS);
 
-  test.each([["new"], ["same"]] as const)("restored from a snapshot with the %s cluster token: plan kept, grace of one TTL", async (token) => {
+  test.each([["new"], ["same"]] as const)("restored from a snapshot with the %s cluster token: plan kept, grants wait backendEpochGraceMs", async (token) => {
     const client = connect();
     const backend = new EtcdLeaseBackend({ client });
     const resource = await newResource(backend);
@@ -397,44 +432,49 @@ describe("EtcdLeaseBackend", () => {
     const result = await whenBack(() => acquire(backend, resource, [4], "taker"));
     const restoredAt = Date.now();
     expect(result.kind).toBe("grace");
-    expect((result as { remainingMs: number }).remainingMs).toBeGreaterThan(TTL - 1500);
-    expect(await backend.readPlan(resource, opts)).toEqual({ plan: PLAN, epoch: 1 });
+    expect((result as { remainingMs: number }).remainingMs).toBeGreaterThan(EPOCH_GRACE - 5000);
+    expect(await backend.readPlan(resource, opts)).toEqual(STORED);
     // A fresh instance (no memory of the later revision) is held back the same way.
     const fresh = await acquire(new EtcdLeaseBackend({ client: connect() }), resource, [4], "fresh");
     expect(fresh.kind).toBe("grace");
+    expect((fresh as { remainingMs: number }).remainingMs).toBeGreaterThan(EPOCH_GRACE - 5000);
     // The lease from before the snapshot came back, and with it its key; the later one is gone.
     expect((await beat(backend, resource, "before-snapshot", [keep])).renewed).toEqual([true]);
     expect((await beat(backend, resource, "after-snapshot", [forgotten])).renewed).toEqual([false]);
     const after = await serverKey(client);
     expect(after?.lease).not.toBe(before?.lease);
     await untilGranting(backend, TTL);
+    const grantsAfter = Date.now() - restoredAt;
     report(
       `restore with the ${token} token: cluster ID ${before?.value} -> ${after?.value}, server key rewritten; ` +
-        `first answer: grace of ${(result as { remainingMs: number }).remainingMs} ms; grants again ${Date.now() - restoredAt} ms after the restored etcd answered`,
+        `first answer: grace of ${(result as { remainingMs: number }).remainingMs} ms; grants again ${grantsAfter} ms after the restored etcd answered`,
     );
+    expect(grantsAfter).toBeGreaterThan(EPOCH_GRACE - 5000);
     expect(after?.value === before?.value).toBe(token === "same");
     expect((await lease(backend, resource, [4], "taker")).partition).toBe(4);
-  }, 60_000);
+  }, AFTER_RESTART_MS);
 
   test("a new resource starts at once when the server clock has run longer than its creation grace", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });
-    // The clock has run for more than one TTL (earlier tests waited for it): history "lost" (a TTL) is covered.
+    // The clock has run for backendEpochGraceMs (earlier tests waited for it), which covers the
+    // creation grace of any history; the young-clock case is in the restart test above.
     await untilGranting(backend, TTL);
-    const resource = `unit-fast-${++counter}`;
-    const started = performance.now();
-    await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
-    const result = await acquire(backend, resource, [0]);
-    report(`new resource, history "lost", clock older than the TTL: first grant ${(performance.now() - started).toFixed(1)} ms after ensurePlan was called`);
-    expect(result.kind).toBe("granted");
-    // "unknown" needs the clock to have run 60 s; here it has not, so the full grace applies.
-    const unknown = `unit-fast-${++counter}`;
-    await backend.ensurePlan(unknown, PLAN, opts);
-    const waiting = await acquire(backend, unknown, [0]);
-    expect(waiting.kind).toBe("grace");
-    expect((waiting as { remainingMs: number }).remainingMs).toBeGreaterThan(55_000);
+    for (const history of ["lost", "unknown"] as const) {
+      const resource = `unit-fast-${++counter}`;
+      const started = performance.now();
+      await backend.ensurePlan(resource, PLAN, { history, ...opts });
+      const result = await acquire(backend, resource, [0]);
+      report(`new resource, history "${history}", clock older than its creation grace: first grant ${(performance.now() - started).toFixed(1)} ms after ensurePlan was called`);
+      expect(result.kind).toBe("granted");
+      expect((await backend.inspect(resource, opts)).graceMs).toBe(0);
+    }
     // A tombstone is a trace: a plan stored after deletePlan waits out the deletion grace.
+    const resource = `unit-fast-${counter}`;
     await backend.deletePlan(resource, opts);
-    await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
-    expect((await acquire(backend, resource, [1], "h", 2)).kind).toBe("grace");
-  });
+    const again = await backend.ensurePlan(resource, PLAN, { history: "lost", ...opts });
+    expect(again.epoch).toBe(2);
+    const waiting = await acquire(backend, resource, [1], "h", again);
+    expect(waiting.kind).toBe("grace");
+    expect((waiting as { remainingMs: number }).remainingMs).toBeGreaterThan(creationGraceMs(PLAN, "lost") - 1000);
+  }, AFTER_RESTART_MS);
 });

@@ -175,6 +175,42 @@ describe("PartitionedRateLimiter", () => {
     await close();
   });
 
+  test("a lease past its local deadline admits nothing, and is used again if a later renewal finds it still held (no release, no new grant)", async () => {
+    // Found by the etcd leader-failover row (test/faults/etcd-cluster-faults.test.ts): renewals
+    // failed for longer than the margin while etcd kept (and extended) every lease; the limiter
+    // released its partitions and, etcd granting nothing for backendEpochGraceMs after a leader
+    // change, could not get them back. Two slices per interval make the margin about 1 s.
+    const { clock, backend, limiter } = await setup({ minPartitions: 1, maxPartitions: 1, slicesPerInterval: 2 });
+    await clock.advance(10);
+    const events: string[] = [];
+    let resume: (() => void) | null = null;
+    limiter.on("lost", (e) => {
+      events.push(`lost:${e.reason}`);
+      // The deadline passed; the backend still holds the lease (it expires 3000 ms after its last renewal).
+      resume?.();
+      resume = null;
+    });
+    limiter.on("acquired", () => events.push("acquired"));
+    limiter.on("released", () => events.push("released"));
+    limiter.on("renewed", () => events.push("renewed"));
+    const token = (await backend.inspect("r", {})).partitions.find((p) => p.holderId !== null)!.fencingToken;
+    const acquires = backend.calls.tryAcquire;
+    resume = backend.stall(); // every renewal hangs until its timeout, until the deadline has passed
+    await clock.advance(3000);
+    // The stalled renewal went through once resumed: the same grant, renewed, is usable again.
+    expect(events.slice(0, 2)).toEqual(["lost:expired", "renewed"]);
+    expect(events).not.toContain("released");
+    expect(events).not.toContain("acquired");
+    expect(limiter.capacity).toBeGreaterThan(0);
+    expect(limiter.tryAcquire(1)).toBe(true);
+    expect(backend.calls.tryAcquire).toBe(acquires);
+    expect((await backend.inspect("r", {})).partitions.find((p) => p.holderId !== null)!.fencingToken).toBe(token);
+    // Two quiet slices of 500 ms before the release.
+    const closing = limiter.close();
+    await clock.advance(1500);
+    await closing;
+  });
+
   test("invalid options name the option and what is allowed", () => {
     const backend = new MemoryLeaseBackend();
     const base = { resource: "r", limit: 100, intervalMs: 1000, partitions: 10, backend };

@@ -101,6 +101,11 @@ export interface HeartbeatRequest {
   readonly holder: HolderRecord;
   /** The leases to renew, all of `resource` and `holder.holderId`. May be empty. */
   readonly leases: readonly Lease[];
+  /**
+   * Set when the caller holds a lease past its local deadline: a backend that revives expired
+   * leases (`revivesExpiredLeases`) then answers `revivedAgoMs` from a fresh reading.
+   */
+  readonly proveContinuity?: boolean;
 }
 
 /** What {@link LeaseBackend.heartbeat} answered. */
@@ -118,6 +123,12 @@ export interface HeartbeatResult {
   readonly graceMs: number;
   /** Every live holder record of the resource, the caller's included. */
   readonly holders: readonly PublishedHolder[];
+  /**
+   * For a backend that revives leases, when the request asked (`proveContinuity`): a lower bound,
+   * in ms of the backend's clock, on how long ago it last revived leases, read during this call.
+   * A renewed lease whose earliest possible expiry comes after that revival never expired.
+   */
+  readonly revivedAgoMs?: number;
 }
 
 /** PartitionState is one partition as a backend sees it, for status displays. */
@@ -185,7 +196,8 @@ export interface LeaseBackend {
    * every lease of a snapshot for a full TTL). false promises that a lease the backend renews was
    * never expired on it (absolute expiries survive a restore, as in Redis RDB files): only then
    * does a limiter use a partition again that passed its local deadline, when a renewal during a
-   * grace finds it still its grant (docs/guarantee.md, G2). Absent means true.
+   * grace finds it still its grant (docs/guarantee.md, G2). Absent means true; such a backend
+   * proves a lapsed lease's continuity with `revivedAgoMs`, or the lease is released.
    */
   readonly revivesExpiredLeases?: boolean;
   /**

@@ -202,9 +202,9 @@ interface PlanBlob {
 export class AzureBlobLeaseBackend implements LeaseBackend {
   /** `"azure-blob"`. */
   readonly name = "azure-blob";
-  /** Whole seconds from 15 000 to 60 000 ms: Azure's lease durations. */
   /** Blob leases are the service's own: an expired one is never restored. */
   readonly revivesExpiredLeases = false;
+  /** Whole seconds from 15 000 to 60 000 ms: Azure's lease durations. */
   readonly leaseTtlRule: LeaseTtlRule = {
     minMs: MIN_LEASE_S * 1000,
     maxMs: MAX_LEASE_S * 1000,

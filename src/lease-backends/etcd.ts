@@ -103,9 +103,9 @@ const CLOCK_TTL_S = 1_000_000_000;
 export class EtcdLeaseBackend implements LeaseBackend {
   /** `"etcd"`. */
   readonly name = "etcd";
-  /** Whole seconds from 2 s to 60 s. */
   /** etcd revives every lease to its full TTL when a leader takes office, a restored snapshot's included. */
   readonly revivesExpiredLeases = true;
+  /** Whole seconds from 2 s to 60 s. */
   readonly leaseTtlRule: LeaseTtlRule = {
     minMs: 2000,
     maxMs: MAX_LEASE_TTL_MS,
@@ -310,7 +310,9 @@ export class EtcdLeaseBackend implements LeaseBackend {
       // instead of vouching (docs/guarantee.md, G3) for a plan under which nothing can be granted.
       const clockGrace = clock === null ? backendEpochGraceMs(stored.plan) : await this.clockGraceMs(clock, response.header, stored.plan, grpc);
       const graceMs = Math.max(await this.graceMs(state, grpc), clockGrace);
-      return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders };
+      // Fresh, never from the cache: a restore can repeat the cached lease, cluster and term.
+      const revivedAgoMs = request.proveContinuity ? (clock === null ? 0 : await this.clockAgeMs(clock, grpc)) : undefined;
+      return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders, ...(revivedAgoMs === undefined ? {} : { revivedAgoMs }) };
     });
   }
 

@@ -82,9 +82,9 @@ type Operation = "ensurePlan" | "readPlan" | "replacePlan" | "deletePlan" | "try
 export class MemoryLeaseBackend implements LeaseBackend {
   /** `"memory"`. */
   readonly name = "memory";
-  /** Any whole-ms TTL up to the library's maximum. */
   /** `restore(snapshot, { reviveLeases: true })` revives expired leases, as etcd does. */
   readonly revivesExpiredLeases = true;
+  /** Any whole-ms TTL up to the library's maximum. */
   readonly leaseTtlRule: LeaseTtlRule = { minMs: 1, maxMs: MAX_LEASE_TTL_MS, stepMs: 1, reason: "the memory backend takes any whole ms" };
   private readonly clock: Clock;
   private resources = new Map<string, ResourceRecord>();
@@ -283,7 +283,9 @@ export class MemoryLeaseBackend implements LeaseBackend {
         since: previous && previous.expiresAt > now ? previous.since : now,
         expiresAt: now + ttlMs,
       });
-      return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders: this.liveHolders(record, now) };
+      // Leases are revived (restore with reviveLeases) only when an incarnation starts.
+      const revivedAgoMs = request.proveContinuity ? Math.min(Number.MAX_SAFE_INTEGER, now - this.incarnationStartedAt) : undefined;
+      return { renewed, samePlan: true, epoch: stored.epoch, graceMs, holders: this.liveHolders(record, now), ...(revivedAgoMs === undefined ? {} : { revivedAgoMs }) };
     });
   }
 

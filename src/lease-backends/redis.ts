@@ -75,9 +75,9 @@ export interface RedisLeaseBackendOptions {
 export class RedisLeaseBackend implements LeaseBackend {
   /** `"redis"`. */
   readonly name = "redis";
-  /** Any whole-ms TTL up to the library's maximum (PX has ms resolution). */
   /** A lease key keeps its absolute expiry in RDB and AOF files and on replicas: once expired it never comes back. */
   readonly revivesExpiredLeases = false;
+  /** Any whole-ms TTL up to the library's maximum (PX has ms resolution). */
   readonly leaseTtlRule: LeaseTtlRule = { minMs: 1, maxMs: MAX_LEASE_TTL_MS, stepMs: 1, reason: "Redis PX expiries have ms resolution" };
   private readonly client: RedisClient;
   private readonly keyPrefix: string;

@@ -85,9 +85,9 @@ const READ_SETTLE_MS = 100;
 export class RedlockLeaseBackend implements LeaseBackend {
   /** `"redlock"`. */
   readonly name = "redlock";
-  /** Any whole-ms TTL up to the library's maximum. */
   /** Each server keeps absolute expiries, as RedisLeaseBackend. */
   readonly revivesExpiredLeases = false;
+  /** Any whole-ms TTL up to the library's maximum. */
   readonly leaseTtlRule: LeaseTtlRule = { minMs: 1, maxMs: MAX_LEASE_TTL_MS, stepMs: 1, reason: "Redis PX expiries have ms resolution" };
   private readonly clients: readonly RedisClient[];
   private readonly retryCount: number;

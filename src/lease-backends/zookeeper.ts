@@ -112,6 +112,8 @@ const DELETED = /^\{"deleted":(\d{1,16})\}$/;
 export class ZooKeeperLeaseBackend implements LeaseBackend {
   /** `"zookeeper"`. */
   readonly name = "zookeeper";
+  /** A lease ends `ttlMs` after its node's mtime by the server's clock: a restored node that had expired stays expired. */
+  readonly revivesExpiredLeases = false;
   /** Whole ms from 100 ms to the library's maximum. */
   readonly leaseTtlRule: LeaseTtlRule = {
     minMs: 100,

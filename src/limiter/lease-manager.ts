@@ -390,6 +390,7 @@ export class LeaseManager {
     const sentAt = now;
     this.lastHeartbeatSentAt = sentAt;
     const held = [...this.pacer.partitions];
+    const askedProof = held.some((h) => h.lapsed);
     const wants = this.computeWants(now);
     const reading = this.host.demand(now);
     const record = this.record(held.map((h) => h.partition), wants, reading.wantedUnits, reading.admittedUnits);
@@ -397,7 +398,7 @@ export class LeaseManager {
     try {
       result = await this.call("heartbeat", () =>
         o.backend.heartbeat(
-          { resource: o.resource, plan: config.stored, holder: record, leases: held.map((h) => h.lease) },
+          { resource: o.resource, plan: config.stored, holder: record, leases: held.map((h) => h.lease), ...(askedProof ? { proveContinuity: true } : {}) },
           { timeoutMs: config.backendTimeoutMs },
         ),
       );
@@ -421,14 +422,13 @@ export class LeaseManager {
     if (sameEpoch && result.graceMs === 0) this.cleanBeatSentAt = sentAt;
     held.forEach((h, i) => {
       if (!this.pacer.partitions.includes(h)) return; // retired meanwhile
-      if (result.renewed[i] === true && h.lapsed && result.graceMs > 0 && this.o.backend.revivesExpiredLeases !== false) {
-        // Renewed, so no one else can take it, but not used yet: a backend in a grace may have
-        // revived this grant from a snapshot (etcd does) after it expired and went to another
-        // holder, who admits on it until its own deadline. After the grace (longer than any
-        // lease and a window, docs/guarantee.md G2) that holder has stopped. Found by
-        // test/unit/lapsed-partition.test.ts: 171 windows over without this check.
-        h.renewedSentAt = sentAt;
-        this.counters.renewed++;
+      if (result.renewed[i] === true && h.lapsed && this.o.backend.revivesExpiredLeases !== false && !this.aliveAtRevival(h, result, after)) {
+        // A backend that revives leases (etcd, on a restore) may have brought this grant back
+        // after it expired and went to another holder, who admits on it until its own deadline:
+        // a renewal proves nothing then, and never will. Found by test/unit/lapsed-partition.test.ts
+        // (171 windows over when it was used again). Released once quiet (docs/guarantee.md, G2);
+        // a renewal sent before the lapse did not ask for the proof: the next one does.
+        if (askedProof) this.retire(h, null, after);
       } else if (result.renewed[i] === true) {
         h.lapsed = false;
         h.renewedSentAt = sentAt;
@@ -453,6 +453,19 @@ export class LeaseManager {
     this.view = { holders: result.holders, at: after };
     this.host.capacityChanged();
     if (!sameEpoch) void this.planChanged(result.epoch === null);
+  }
+
+  /**
+   * Whether a lapsed lease the backend just renewed was alive when the backend last revived
+   * leases: its earliest possible expiry (its last proven renewal's send time plus the TTL, on our
+   * clock) comes after the latest possible time of that revival. Then no revival can have brought
+   * it back after it expired, so no one else can have been granted it since (docs/guarantee.md).
+   */
+  private aliveAtRevival(h: HeldPartition, result: HeartbeatResult, after: number): boolean {
+    if (result.revivedAgoMs === undefined) return false;
+    const { plan } = this.config!;
+    const revivedBy = after - result.revivedAgoMs / (1 + plan.driftFactor);
+    return revivedBy < h.renewedSentAt + plan.leaseTtlMs / (1 + plan.driftFactor);
   }
 
   private record(held: readonly number[], wants: number, demand: number, rate: number): HolderRecord {

@@ -82,3 +82,35 @@ test("a lapsed partition renewed during a restore grace (etcd-style revived leas
     await closing;
   }
 });
+
+test("a lapsed partition whose lease was still alive when the backend revived leases is used again during the grace: a renewal proves it never expired", async () => {
+  const clock = new VirtualClock(1_000);
+  const backend = new MemoryLeaseBackend({ clock });
+  const link = cuttable(backend);
+  const a = new PartitionedRateLimiter({ resource: "r", ...PLAN, backend: link.backend, clock, holderId: "a", minPartitions: 1, maxPartitions: 1 });
+  await clock.advance(50);
+  expect(a.stats().heldPartitions).toBe(1);
+  const lost: string[] = [];
+  a.on("lost", (e) => lost.push(e.reason));
+  link.cut();
+  await clock.advance(500);
+  // Revived (as on an etcd leader change) while the lease is certainly alive: it expires 3 s after its last renewal.
+  backend.restore(backend.snapshot(), { reviveLeases: true });
+  await clock.advance(2_700); // past a's local deadline: it lapses
+  expect(lost).toEqual(["expired"]);
+  expect(a.tryAcquire(1)).toBe(false);
+  link.heal();
+  const healedAt = clock.now();
+  let admitted = 0;
+  while (clock.now() < healedAt + 3_000) {
+    if (a.tryAcquire(1)) admitted++;
+    await clock.advance(10);
+  }
+  // The restore grace (about 61 s) still runs, yet the partition is back: no new grant was needed.
+  expect((await backend.inspect("r", {})).graceMs).toBeGreaterThan(50_000);
+  expect(admitted).toBeGreaterThan(0);
+  expect(a.stats().heldPartitions).toBe(1);
+  const closing = a.close();
+  await clock.advance(2_000);
+  await closing;
+});

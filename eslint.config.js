@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "coverage/**", "demo-output/**"] },
+  { ignores: ["dist/**", "node_modules/**", "coverage/**", "demo-output/**", "reports/**", ".stryker-tmp/**", ".tmp/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -13,11 +13,11 @@ export default tseslint.config(
   },
   {
     files: ["**/*.cjs"],
-    languageOptions: { sourceType: "commonjs", globals: { module: "writable", require: "readonly", __dirname: "readonly" } },
+    languageOptions: { sourceType: "commonjs", globals: { module: "writable", require: "readonly", __dirname: "readonly", process: "readonly" } },
     rules: { "@typescript-eslint/no-require-imports": "off" },
   },
   {
-    files: ["scripts/**/*.mjs"],
+    files: ["scripts/**/*.mjs", "*.config.mjs"],
     languageOptions: { globals: { console: "readonly", process: "readonly" } },
   },
 );

@@ -735,6 +735,9 @@ export class LeaseManager {
           next = Math.min(next, Math.max(this.acquireRetryAt, this.graceUntil));
         }
         if (this.surplusSince !== null) next = Math.min(next, this.surplusSince + config.hysteresisMs);
+        // A crashed holder's record expires with its leases: recompute the share right then, so its
+        // partitions are taken over at once rather than at the next wake-up.
+        for (const h of this.liveOthers(now)) if (h.expiresInMs !== null) next = Math.min(next, this.view.at + h.expiresInMs + 1);
         // Demand falls without any event: look again every interval while holding spare partitions.
         if (this.pacer.partitions.length > config.minPartitions) next = Math.min(next, now + config.plan.intervalMs);
       }

@@ -264,7 +264,9 @@ export function describeLeaseBackendConformance(
     test("after the switch grace the new epoch grants; leases carry it", async () => {
       const next = validatePlan({ ...plan, limit: 50 });
       const stored = await t.backend.replacePlan(resource, next, CALL);
-      await t.wait(switchGraceMs(plan, next) + 1200);
+      // A backend whose TTLs come in steps rounds its grace leases up to one (etcd: whole
+      // seconds, and expired keys go up to 500 ms late); a longer grace is safe, only slower.
+      await t.wait(switchGraceMs(plan, next) + 1200 + t.backend.leaseTtlRule.stepMs);
       const result = await acquire([1], "holder-b", t.backend, stored);
       assert.equal(result.kind, "granted");
       assert.equal((result as { lease: Lease }).lease.epoch, 2);

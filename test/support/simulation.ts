@@ -169,6 +169,9 @@ export async function simulate(cfg: SimConfig): Promise<SimResult> {
           await limiter.acquire(cost, { timeoutMs: 5_000 });
         } catch {
           if (stopped || proc.dead || limiter.stats().closed) return;
+          // A caller retrying a refusal at once (a cost that a replaced, smaller plan can never
+          // admit: CostExceedsLimitError) would spin without virtual time ever moving.
+          await new Promise<void>((resolve) => base.setTimeout(resolve, 10));
           continue;
         }
         // A dead process does nothing, so it cannot send what it was admitted.

@@ -35,7 +35,7 @@ describeLeaseBackendConformance(
     return {
       backend,
       newClient: async () => connect(),
-      ttlMs: 2000,
+      ttlMs: 3000, // as test/conformance/etcd.test.ts: room for etcd's 500 ms expiry sweep
       restoreNotApplicable: "a cluster restore is covered by test/integration/etcd-snapshot-restore.test.ts",
       wait: (ms: number) => new Promise((resolve) => setTimeout(resolve, ms)),
       stall: async () => {

@@ -146,8 +146,8 @@ describe("EtcdLeaseBackend", () => {
     const counts = countRpcs(client);
     const backend = new EtcdLeaseBackend({ client });
     const other = new EtcdLeaseBackend({ client: connect() });
-    // Large against the noise of a loaded 2-core machine (GC, scheduling: tens of ms).
-    const ONE_WAY = 100;
+    // Large against the noise of a loaded 2-core machine (GC, scheduling: up to 200 ms seen).
+    const ONE_WAY = 250;
     const rtt = 2 * ONE_WAY;
     /**
      * Runs `fn` on the delayed connection and checks its RPCs and its sequential round trips: each
@@ -239,7 +239,7 @@ describe("EtcdLeaseBackend", () => {
     const one = await timeIt(() => keepAlive(ids));
     const many = await timeIt(() => Promise.all(ids.map((id) => keepAlive([id]))));
     report(`keepalive of 20 leases, mean over ${n}: one stream ${one.toFixed(2)} ms, 20 parallel streams ${many.toFixed(2)} ms`);
-  }, 60_000);
+  }, 120_000);
 
   test("a partition its holder stops renewing expires by its own TTL while the holder's others are renewed", async () => {
     const backend = new EtcdLeaseBackend({ client: connect() });

@@ -79,13 +79,14 @@ const COSMOS = {
 /**
  * The spread of admission-to-arrival delays the pace absorbs (docs/guarantee.md, assumption 2 and rule P2). The demo runs
  * senders, database and servers on one (often busy) machine, where a burst of requests can take
- * tens of ms to get through the event loops; 50 ms costs 5% of the quota (100 ms, 10%, in the
- * queues scenario) and keeps arrivals,
+ * tens of ms to get through the event loops; 100 ms costs 10% of the quota and keeps arrivals,
  * not just admissions, within the quota. A real deployment measures its own spread.
+ *
+ * The cosmos scenario once ran with 50 ms: in CI, after half an hour of other tests, bursts of 100
+ * writes spread over more than that on their way to the database and 31 of 10,000 were refused.
  */
-const DEMO_JITTER_MS = Number(process.env.DEMO_JITTER_MS ?? 50);
-// Two processor processes plus Azurite compete for the CPU with the database: a wider spread.
-QUEUES.jitterMs = 2 * DEMO_JITTER_MS;
+const DEMO_JITTER_MS = Number(process.env.DEMO_JITTER_MS ?? 100);
+QUEUES.jitterMs = DEMO_JITTER_MS;
 COSMOS.jitterMs = DEMO_JITTER_MS;
 
 interface Args {

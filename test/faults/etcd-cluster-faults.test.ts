@@ -18,15 +18,18 @@ import { untilGranting } from "../support/servers/etcd.js";
 // src/limiter/lease-manager.ts. Run with
 //   flock /tmp/prl-heavy.lock npx jest test/faults/etcd-cluster-faults.test.ts --selectProjects system --runInBand
 // Two rows: the README's client, and one with a per-host circuit breaker so calls skip the dead
-// member. About 80 s after a ~61 s warm-up (a fresh etcd grants nothing before).
+// member, each on a cluster of its own: both clusters are started and warmed up at once (a fresh
+// etcd grants nothing for ~61 s, and so does one whose leader changed, which a shared cluster
+// would make the second row wait out). About 80 s after the warm-up.
 
 const TTL = 3000;
 
-let cluster: EtcdCluster;
-const directSpec = () => ({ kind: "etcd" as const, endpoints: [...cluster.endpoints], prefix: "faults/" });
+/** One cluster per row: [the README's client, the per-host breaker]. */
+let clusters: EtcdCluster[] = [];
+const directSpec = (cluster: EtcdCluster) => ({ kind: "etcd" as const, endpoints: [...cluster.endpoints], prefix: "faults/" });
 const report = new ClusterReport("etcd cluster fault rows (4 processes, limit 200/1000 ms, 20 partitions, ttl 3000 ms, jitterMs 50):");
 /** The row's matrix; `hostBreakerMs` gives the workers' clients a per-host circuit breaker (see BackendSpec). */
-const matrixWith = (hostBreakerMs?: number) =>
+const matrixWith = (cluster: EtcdCluster, hostBreakerMs?: number) =>
   new FaultMatrix({
     backend: "etcd cluster",
     ttlMs: TTL,
@@ -37,34 +40,32 @@ const matrixWith = (hostBreakerMs?: number) =>
       prefix: "faults/",
       ...(hostBreakerMs === undefined ? {} : { hostBreakerMs }),
     }),
-    directSpec,
+    directSpec: () => directSpec(cluster),
   });
 
 beforeAll(async () => {
   // Short raft timings (the README's figures): a failover in well under a second.
-  cluster = await withoutEnv([ETCD_CLUSTER_ENV], () => startEtcdCluster({ heartbeatMs: 50, electionMs: 500 }));
+  clusters = await withoutEnv([ETCD_CLUSTER_ENV], () => Promise.all([0, 1].map(() => startEtcdCluster({ heartbeatMs: 50, electionMs: 500 }))));
   // A fresh etcd grants nothing until its server clock has run backendEpochGraceMs (about 61 s).
-  const direct = await createBackend(directSpec());
-  try {
-    process.stdout.write(`fresh cluster: first grant after ${await untilGranting(direct.backend, TTL)} ms\n`);
-  } finally {
-    await direct.close();
-  }
+  const waits = await Promise.all(
+    clusters.map(async (cluster) => {
+      const direct = await createBackend(directSpec(cluster));
+      try {
+        return await untilGranting(direct.backend, TTL);
+      } finally {
+        await direct.close();
+      }
+    }),
+  );
+  process.stdout.write(`fresh clusters: first grant after ${waits.join(" ms, ")} ms\n`);
 }, 150_000);
 afterAll(async () => {
-  await cluster?.stop();
+  await Promise.all(clusters.map((cluster) => cluster.stop()));
   process.stdout.write(report.table());
 });
 
 /** The leader-failover row on `matrix`; reports it as `client` and asserts the correct behaviour. */
-async function leaderFailover(matrix: FaultMatrix, client: string): Promise<void> {
-  // An earlier row's leader change revived the server clock: no grants until its grace is over.
-  const direct = await createBackend(directSpec());
-  try {
-    await untilGranting(direct.backend, TTL);
-  } finally {
-    await direct.close();
-  }
+async function leaderFailover(cluster: EtcdCluster, matrix: FaultMatrix, client: string): Promise<void> {
   let killedAt = 0;
   let restartedAt = 0;
   let tail = { from: 0, to: 0 };
@@ -97,7 +98,7 @@ async function leaderFailover(matrix: FaultMatrix, client: string): Promise<void
     const used = new Set(live.flatMap((w) => w.stats()?.limiter.partitions ?? []));
     unused = [...Array(matrix.partitions).keys()].filter((p) => !used.has(p));
     backendErrors = live.reduce((s, w) => s + (w.stats()?.limiter.backendErrors ?? 0), 0);
-    const direct = await createBackend(directSpec());
+    const direct = await createBackend(directSpec(cluster));
     try {
       const states = await direct.backend.inspect(r.resource, { timeoutMs: 5000 });
       serverHolders = Object.fromEntries(unused.map((p) => [p, states.partitions[p]?.holderId ?? null]));
@@ -124,9 +125,9 @@ async function leaderFailover(matrix: FaultMatrix, client: string): Promise<void
 }
 
 test("leader SIGKILLed at ~9 s, restarted at ~14 s (client as the README advises): 0 windows over, the whole quota used again within TTL + a few s", async () => {
-  await leaderFailover(matrixWith(), "faultHandling noop");
+  await leaderFailover(clusters[0]!, matrixWith(clusters[0]!), "faultHandling noop");
 }, 150_000);
 
 test("the same with a per-host circuit breaker (skip a member 1 s after a failure): 0 windows over, the whole quota used again", async () => {
-  await leaderFailover(matrixWith(1000), "per-host breaker 1 s");
+  await leaderFailover(clusters[1]!, matrixWith(clusters[1]!, 1000), "per-host breaker 1 s");
 }, 150_000);

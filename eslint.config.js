@@ -18,6 +18,6 @@ export default tseslint.config(
   },
   {
     files: ["scripts/**/*.mjs", "*.config.mjs"],
-    languageOptions: { globals: { console: "readonly", process: "readonly" } },
+    languageOptions: { globals: { console: "readonly", process: "readonly", setTimeout: "readonly", clearTimeout: "readonly" } },
   },
 );

@@ -128,9 +128,10 @@ async function ensureRabbit(url: string): Promise<void> {
   }
 }
 
+/** Runs jest; `--forceExit` so that a handle a failed test left open cannot hang CI (it did, 5400 s). */
 function runJest(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["node_modules/jest/bin/jest.js", ...args], { stdio: "inherit", env });
+    const child = spawn(process.execPath, ["node_modules/jest/bin/jest.js", "--forceExit", ...args], { stdio: "inherit", env });
     child.once("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
   });
 }

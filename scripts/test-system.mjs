@@ -10,7 +10,9 @@
  *
  * Two busy files at once overload a 2-core machine beyond the arrival jitter the tests configure;
  * a busy file beside a file that mostly sleeps does not, and the pass takes about half as long.
- * Extra arguments go to both jest runs (`-t`, `--ci`, ...).
+ * Extra arguments go to both jest runs (`-t`, `--ci`, ...). Each lane runs with `--forceExit`: a
+ * handle that a failed test left open once kept a lane alive until CI's 5400 s timeout. A lane
+ * still running after PRL_LANE_TIMEOUT_S (default 1800 s) is killed and reported as failed.
  * Exit status: 0 when both lanes passed, else the first non-zero one.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -51,6 +53,22 @@ if (missing.length > 0) {
 }
 const busy = all.filter((file) => !WAITING.includes(file));
 const extra = process.argv.slice(2);
+const LANE_TIMEOUT_S = Number(process.env.PRL_LANE_TIMEOUT_S ?? 1800);
+
+/** The lanes' process groups, killed with this script (they are detached so that the watchdog can kill a whole lane). */
+const groups = new Set();
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.once(signal, () => {
+    for (const pid of groups) {
+      try {
+        process.kill(-pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(130);
+  });
+}
 
 /** Runs one lane; resolves to its exit status. */
 function lane(name, files) {
@@ -58,9 +76,22 @@ function lane(name, files) {
     const started = Date.now();
     // Paths as regular expressions: jest treats positional arguments as patterns.
     const patterns = files.map((file) => `${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
-    const child = spawn(process.execPath, [jest, "--selectProjects", "system", "--maxWorkers=1", ...extra, ...patterns], { cwd: root, stdio: "inherit" });
+    const child = spawn(process.execPath, [jest, "--selectProjects", "system", "--maxWorkers=1", "--forceExit", ...extra, ...patterns], { cwd: root, stdio: "inherit", detached: true });
+    groups.add(child.pid);
+    let timedOut = false;
+    const watchdog = setTimeout(() => {
+      timedOut = true;
+      process.stderr.write(`\n[test-system] ${name} lane still running after ${LANE_TIMEOUT_S} s (PRL_LANE_TIMEOUT_S): killing it and its servers\n`);
+      try {
+        process.kill(-child.pid, "SIGKILL"); // the lane's process group: jest, its workers, the servers they started
+      } catch {
+        child.kill("SIGKILL");
+      }
+    }, LANE_TIMEOUT_S * 1000);
     child.once("exit", (code, signal) => {
-      const status = code ?? (signal ? 1 : 0);
+      clearTimeout(watchdog);
+      groups.delete(child.pid);
+      const status = timedOut ? 124 : (code ?? (signal ? 1 : 0));
       process.stdout.write(`\n[test-system] ${name} lane (${files.length} files): ${status === 0 ? "passed" : `FAILED (exit ${status})`} in ${Math.round((Date.now() - started) / 1000)} s\n`);
       resolveStatus(status);
     });

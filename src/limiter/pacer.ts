@@ -143,6 +143,20 @@ export class Pacer {
     return hi;
   }
 
+  /**
+   * ms from `now` until the first usable partition whose bucket is refilling is full again
+   * (Infinity when none is refilling): a timer set later than that wastes that partition's refill.
+   */
+  fullBucketLeadMs(now: number): number {
+    let first = Infinity;
+    for (const p of this.held) {
+      if (!p.usable(now)) continue;
+      const full = p.pace.bucketFullAt();
+      if (full > now) first = Math.min(first, full - now);
+    }
+    return first;
+  }
+
   private capacity(): number {
     return Math.floor(this.perInterval * this.rateFactor);
   }

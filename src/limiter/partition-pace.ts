@@ -94,14 +94,16 @@ export class PartitionPace {
   }
 
   /**
-   * What may be charged at a future `t` ≥ now if nothing is charged before, without changing the
-   * log (tokens unrounded, as an estimate).
+   * What {@link available} will say at a future `t` ≥ now if nothing is charged before, without
+   * changing the log: the same rounded-down refill, so that an estimate built on it is not early by
+   * a fraction of a unit (a timer set on an unrounded estimate finds the bucket a hair short and
+   * waits a retry: with one cost per slice that lost an eighth of every slice).
    */
   availableAt(t: number): number {
     let used = this.used;
     const cutoff = t - this.windowMs;
     for (let i = this.head; i < this.times.length && this.times[i]! <= cutoff; i++) used -= this.amounts[i]!;
-    return Math.max(0, Math.min(this.tokensAt(t), this.capacity - used));
+    return Math.max(0, Math.min(this.burst - this.debtNow(t), this.capacity - used));
   }
 
   /** When everything charged so far has left the window and the bucket is full again. */

@@ -513,9 +513,12 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       at = this.pacer.pauseEnd;
     }
     // Waking for every admission of a smooth pace would cost a timer each; an eighth of a slice
-    // lets tokens for several waiters build up (admitting later is always safe). Never 0 ms past an
-    // estimate that did not admit: avoids a spin on float edges.
-    const delay = Math.max(at - now, (this.manager.current?.sliceMs ?? 8) / 8, 0.05);
+    // lets tokens for several waiters build up (admitting later is always safe). The estimate
+    // rounds refills as the decision does; a microsecond past it absorbs float error in
+    // `now + delay`. An estimate at or before now did not admit (the clock moved backwards across
+    // an edge, a partition turned unusable): look again an eighth of a slice later, not in a spin.
+    const batchMs = (this.manager.current?.sliceMs ?? 8) / 8;
+    const delay = at > now ? Math.max(at - now + 0.001, Math.min(batchMs, this.pacer.fullBucketLeadMs(now))) : batchMs;
     if (this.drainTimer !== undefined && this.drainAt <= now + delay) return;
     this.clearDrainTimer();
     this.drainAt = now + delay;

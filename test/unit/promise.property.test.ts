@@ -122,7 +122,12 @@ describe("the promise on virtual time", () => {
           expect(rate / limit).toBeGreaterThanOrEqual(0.97);
         },
       ),
-      { numRuns: 25 },
+      {
+        numRuns: 25,
+        // Found by this property: with one cost per slice, a timer set on an unrounded estimate
+        // found the bucket a hair short and retried an eighth of a slice later, every slice (88%).
+        examples: [[{ processes: 2, partitions: 2, slicesPerInterval: 6, unitsPerSlice: 1, cost: 1, drift: [0, 0, 0, 0], seed: 1 }]],
+      },
     );
   }, 300_000);
 });

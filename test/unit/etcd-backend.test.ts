@@ -276,43 +276,50 @@ describe("EtcdLeaseBackend", () => {
   });
 
   test("a lost acquire reply (and a lost revoke) leaves nothing held beyond the TTL", async () => {
-    const { proxy, client } = await proxied();
-    const backend = new EtcdLeaseBackend({ client });
-    const observer = new EtcdLeaseBackend({ client: connect() });
-    const resource = await newResource(observer);
-    await backend.readPlan(resource, opts);
     // The grant's reply arrives; the acquire transaction's reply is lost (its connection reset);
-    // then the network goes, so the revoke that would clean up is lost too.
-    const txn = client.kv.txn.bind(client.kv);
-    client.kv.txn = (...args: Parameters<typeof txn>) => {
-      proxy.resetOnNextReplies(1);
-      client.kv.txn = txn;
-      return txn(...args);
+    // then the network goes, so the revoke that would clean up is lost too. The proxy resets on
+    // the next chunk from the server, which on a loaded machine can be an HTTP/2 control frame
+    // ahead of the transaction, which the server then never applies (CI saw that twice): such a
+    // try held nothing, which is checked, and the scenario is tried again on a fresh connection.
+    const attempt = async (partition: number) => {
+      const { proxy, client } = await proxied();
+      const backend = new EtcdLeaseBackend({ client });
+      const observer = new EtcdLeaseBackend({ client: connect() });
+      const resource = await newResource(observer);
+      await backend.readPlan(resource, opts);
+      const txn = client.kv.txn.bind(client.kv);
+      client.kv.txn = (...args: Parameters<typeof txn>) => {
+        proxy.resetOnNextReplies(1);
+        client.kv.txn = txn;
+        return txn(...args);
+      };
+      const revoke = client.leaseClient.leaseRevoke.bind(client.leaseClient);
+      client.leaseClient.leaseRevoke = (...args: Parameters<typeof revoke>) => {
+        proxy.blackhole();
+        client.leaseClient.leaseRevoke = revoke;
+        return revoke(...args);
+      };
+      const sentAt = Date.now();
+      const lost = await backend.tryAcquire({ resource, plan: STORED, candidates: [partition], holderId: "lost" }, { timeoutMs: 3000 }).then(() => null, (e: unknown) => e);
+      proxy.heal();
+      expect(BackendError.is(lost) || TimeoutError.is(lost)).toBe(true);
+      const heldBy = (await observer.inspect(resource, opts)).partitions[partition]!.holderId;
+      let freeAfter: number | null = null;
+      while (freeAfter === null && Date.now() - sentAt < TTL + 3000) {
+        if ((await observer.inspect(resource, opts)).partitions[partition]!.holderId === null) freeAfter = Date.now() - sentAt;
+        else await sleep(50);
+      }
+      report(`lost acquire reply and lost revoke: partition ${partition} held by ${JSON.stringify(heldBy)} when the call failed, free ${freeAfter} ms after it was sent (TTL ${TTL} ms)`);
+      expect(heldBy === null || heldBy === "lost").toBe(true);
+      expect(freeAfter).not.toBeNull();
+      expect((await lease(observer, resource, [partition], "next")).partition).toBe(partition);
+      return { heldBy, freeAfter: freeAfter! };
     };
-    const revoke = client.leaseClient.leaseRevoke.bind(client.leaseClient);
-    client.leaseClient.leaseRevoke = (...args: Parameters<typeof revoke>) => {
-      proxy.blackhole();
-      client.leaseClient.leaseRevoke = revoke;
-      return revoke(...args);
-    };
-    const sentAt = Date.now();
-    // 3 s: on a loaded machine the grant and the transaction must reach the server before the call
-    // gives up, or nothing is held and there is nothing to observe (CI once saw that with 1 s).
-    const lost = await backend.tryAcquire({ resource, plan: STORED, candidates: [3], holderId: "lost" }, { timeoutMs: 3000 }).then(() => null, (e: unknown) => e);
-    proxy.heal();
-    expect(BackendError.is(lost) || TimeoutError.is(lost)).toBe(true);
-    const heldBy = (await observer.inspect(resource, opts)).partitions[3]!.holderId;
-    let freeAfter: number | null = null;
-    while (freeAfter === null && Date.now() - sentAt < TTL + 3000) {
-      if ((await observer.inspect(resource, opts)).partitions[3]!.holderId === null) freeAfter = Date.now() - sentAt;
-      else await sleep(50);
-    }
-    report(`lost acquire reply and lost revoke: partition 3 held by ${JSON.stringify(heldBy)} when the call failed, free ${freeAfter} ms after it was sent (TTL ${TTL} ms)`);
-    expect(heldBy).toBe("lost");
-    expect(freeAfter).not.toBeNull();
-    expect(freeAfter!).toBeGreaterThan(TTL - 500);
-    expect((await lease(observer, resource, [3], "next")).partition).toBe(3);
-  });
+    let outcome = await attempt(3);
+    for (const partition of [5, 6]) if (outcome.heldBy === null) outcome = await attempt(partition);
+    expect(outcome.heldBy).toBe("lost");
+    expect(outcome.freeAfter).toBeGreaterThan(TTL - 500);
+  }, 30_000);
 
   test("close() revokes its record leases, leaves partition leases to their TTL and the client open", async () => {
     const client = connect();

@@ -9,7 +9,7 @@ const clients = urls.map((url) => {
   client.on("error", (error) => console.error(`redis ${url}:`, error.message));
   return client;
 });
-const backend = new RedlockLeaseBackend({ clients });   // driftFactor 0.01 by default
+const backend = new RedlockLeaseBackend({ clients });   // clock drift: the plan's driftFactor
 
 const limiter = new PartitionedRateLimiter({ resource: "payments-api", limit: 100, intervalMs: 1000, partitions: 10, backend });
 await limiter.acquire();

@@ -16,7 +16,7 @@ const plain = http.createServer(loadShedding({ limiter, maxWaitMs: 500 }).wrap(h
 
 const servers = [http.createServer(app), plain];
 for (const server of servers) await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-// While the first lease is in its grace period (2 s), requests are shed with 503 and a Retry-After.
+// A request that would wait longer than maxWaitMs for admission is shed with 503 and a Retry-After.
 for (const server of servers) {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   let res = await fetch(url);

@@ -20,8 +20,8 @@ const limiter = new PartitionedRateLimiter({
   backend: new RedisLeaseBackend({ client: redis }),
 });
 
-// The very first start of a resource waits one leaseTtlMs (15 s) for its first lease: see
-// "The guarantee", point 4. Later starts get leases at once.
+// A Redis up for more than about a minute grants a new resource's first lease at once; a Redis just
+// started waits 60 s + one window first: see "What it costs: waits on first use".
 await limiter.acquire();                 // resolves when admitted (cost 1)
 await db.insert({ id: 1 });
 

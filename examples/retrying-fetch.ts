@@ -2,8 +2,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createRetryingFetch, MemoryLeaseBackend, PartitionedRateLimiter, retryWithLimiter } from "partitioned-rate-limiter";
 
-// Any backend works; the in-memory one keeps the example in one process. A backend without a plan
-// for the resource grants the first lease after one leaseTtlMs (the grace period), 2 s here.
+// Any backend works; the in-memory one keeps the example in one process and grants at once.
 const limiter = new PartitionedRateLimiter({
   resource: "orders-api", limit: 100, intervalMs: 1000, partitions: 5, backend: new MemoryLeaseBackend(), leaseTtlMs: 2000,
 });

@@ -722,6 +722,36 @@ describe("a real Redis", () => {
     await limiter.close();
     expect(limiter.stats()).toMatchObject({ heldPartitions: 0, closed: true });
   });
+
+  test.each(["redis", "etcd"] as const)("%s on a refused port, client made as the README says, timeoutMs 2000: acquire rejects within 2.5 s naming the refused connection", async (kind) => {
+    const port = await freePort(); // nothing listens there
+    let backend: LeaseBackend;
+    let closeClient: () => Promise<void> | void;
+    if (kind === "redis") {
+      const client = new Redis({ port, host: "127.0.0.1", enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+      client.on("error", () => undefined); // the README logs these; the test has no use for them
+      backend = new RedisLeaseBackend({ client, keyPrefix: PREFIX });
+      closeClient = () => client.disconnect();
+    } else {
+      const { Etcd3 } = await import("etcd3");
+      const { noop } = await import("cockatiel");
+      const client = new Etcd3({ hosts: `http://127.0.0.1:${port}`, faultHandling: { host: () => noop, global: noop } });
+      backend = new EtcdLeaseBackend({ client });
+      closeClient = () => client.close();
+    }
+    const limiter = new PartitionedRateLimiter({ resource: `refused-${kind}`, limit: 100, intervalMs: 1000, partitions: 4, backend });
+    const started = performance.now();
+    const error = await limiter.acquire(1, { timeoutMs: 2000 }).catch((e: unknown) => e);
+    const ms = performance.now() - started;
+    await limiter.close();
+    await closeClient();
+    expect(TimeoutError.is(error)).toBe(true);
+    expect(ms).toBeLessThan(2500);
+    const cause = (error as Error).cause;
+    const said = `${(error as Error).message} | ${cause instanceof Error ? cause.message : String(cause)}`;
+    console.log(`${kind}, refused port, acquire({ timeoutMs: 2000 }) rejected after ${ms.toFixed(0)} ms: ${said}`);
+    expect(said).toMatch(new RegExp(`ECONNREFUSED|127\\.0\\.0\\.1:${port}`));
+  });
 });
 
 describe("fuzzed constructor options", () => {

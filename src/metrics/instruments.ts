@@ -44,7 +44,7 @@ export interface HistogramInstrument {
   readonly defaultBuckets: readonly number[];
 }
 
-/** The gauges: held partitions, capacity, queue length and units, rate factor, pause. */
+/** The gauges: held partitions, capacity, queue length and units, rate factor, pause, wants, fair share. */
 export const LIMITER_GAUGES: readonly GaugeInstrument[] = [
   { name: "held_partitions", unit: "{partition}", description: "Partitions this limiter holds and may use now.", value: (s) => s.heldPartitions },
   { name: "capacity_units", unit: "{unit}", description: "Units per interval held now (held partitions x limit / partitions).", value: (s) => s.capacity },
@@ -52,6 +52,8 @@ export const LIMITER_GAUGES: readonly GaugeInstrument[] = [
   { name: "queued_units", unit: "{unit}", description: "Units queued in acquire().", value: (s) => s.queuedUnits },
   { name: "rate_factor", unit: "{factor}", description: "The adaptive pace factor (1 = full pace).", value: (s) => s.rateFactor },
   { name: "paused_seconds", unit: "s", description: "Seconds left of a Retry-After pause, 0 if none.", value: (s) => s.pausedForMs / 1000 },
+  { name: "wanted_partitions", unit: "{partition}", description: "Partitions this limiter wants, as it publishes them to the other holders.", value: (s) => s.wants },
+  { name: "fair_share_partitions", unit: "{partition}", description: "Its fair share of partitions, computed from every holder's published record.", value: (s) => s.fairShare },
 ];
 
 /** The counters, each one of the limiter's own totals in `stats()`. */
@@ -68,6 +70,7 @@ export const LIMITER_COUNTERS: readonly CounterInstrument[] = [
   { name: "lease_renewed", unit: "{lease}", description: "Leases renewed.", stat: "leasesRenewed" },
   { name: "lease_released", unit: "{lease}", description: "Leases released.", stat: "leasesReleased" },
   { name: "lease_lost", unit: "{lease}", description: "Leases lost (renewal refused or local deadline passed).", stat: "leasesLost" },
+  { name: "acquire_misses", unit: "{call}", description: "Lease acquire attempts that found every candidate partition taken (contention).", stat: "acquireMisses" },
   { name: "backend_errors", unit: "{call}", description: "Backend calls that failed.", stat: "backendErrors" },
   { name: "throttles", unit: "{throttle}", description: "Throttles reported by the service (reportThrottle).", stat: "throttles" },
 ];

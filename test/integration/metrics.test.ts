@@ -60,11 +60,15 @@ test("a scrape shows every metric with the limiter's values; unregister removes 
   expect(value(json, "queued_units", r)).toBe(s.queuedUnits);
   expect(value(json, "rate_factor", r)).toBe(0.5);
   expect(value(json, "paused_seconds", r)).toBe(0);
+  expect(value(json, "wanted_partitions", r)).toBe(s.wants);
+  expect(value(json, "fair_share_partitions", r)).toBe(s.fairShare);
+  expect(s.wants).toBeGreaterThan(0);
+  expect(s.fairShare).toBeGreaterThan(0);
   const counters: Array<[string, number]> = [
     ["admissions_total", s.admitted], ["admitted_units_total", s.admittedUnits], ["waited_total", s.waited], ["denied_total", s.denied],
     ["rejected_total", s.rejected], ["dropped_total", s.dropped], ["timed_out_total", s.timedOut], ["aborted_total", s.aborted],
     ["lease_acquired_total", s.leasesAcquired], ["lease_renewed_total", s.leasesRenewed], ["lease_released_total", s.leasesReleased],
-    ["lease_lost_total", s.leasesLost], ["backend_errors_total", s.backendErrors], ["throttles_total", s.throttles],
+    ["lease_lost_total", s.leasesLost], ["acquire_misses_total", s.acquireMisses], ["backend_errors_total", s.backendErrors], ["throttles_total", s.throttles],
   ];
   for (const [name, expected] of counters) expect([name, value(json, name, r)]).toEqual([name, expected]);
   // Wait histogram: one observation per admission; the ones admitted without queueing observed 0.
@@ -90,7 +94,7 @@ test("a scrape shows every metric with the limiter's values; unregister removes 
   // Registering twice on one registry fails whole, leaving nothing half-registered.
   registerLimiterMetrics(limiter, { registry, promClient, prefix: "a_" });
   expect(() => registerLimiterMetrics(limiter, { registry, promClient, prefix: "a_" })).toThrow(/already been registered/);
-  expect((await registry.getMetricsAsJSON()).length).toBe(22);
+  expect((await registry.getMetricsAsJSON()).length).toBe(25); // 8 gauges, 15 counters, 2 histograms
   await limiter.close();
 });
 

@@ -106,12 +106,12 @@ test("every instrument equals stats() on virtual time, and prom-client shows the
   // Written out here rather than taken from the shared list, so a wrong entry in the list fails.
   const gauges: Record<string, number> = {
     held_partitions: s.heldPartitions, capacity_units: s.capacity, queue_length: s.queueLength, queued_units: s.queuedUnits,
-    rate_factor: s.rateFactor, paused_seconds: s.pausedForMs / 1000,
+    rate_factor: s.rateFactor, paused_seconds: s.pausedForMs / 1000, wanted_partitions: s.wants, fair_share_partitions: s.fairShare,
   };
   const counters: Record<string, number> = {
     admissions: s.admitted, admitted_units: s.admittedUnits, waited: s.waited, denied: s.denied, rejected: s.rejected, dropped: s.dropped,
     timed_out: s.timedOut, aborted: s.aborted, lease_acquired: s.leasesAcquired, lease_renewed: s.leasesRenewed,
-    lease_released: s.leasesReleased, lease_lost: s.leasesLost, backend_errors: s.backendErrors, throttles: s.throttles,
+    lease_released: s.leasesReleased, lease_lost: s.leasesLost, acquire_misses: s.acquireMisses, backend_errors: s.backendErrors, throttles: s.throttles,
   };
   expect(LIMITER_GAUGES.map((g) => g.name)).toEqual(Object.keys(gauges));
   expect(LIMITER_COUNTERS.map((c) => c.name)).toEqual(Object.keys(counters));

@@ -6,7 +6,7 @@ import { QueueFullError } from "../errors/queue-full-error.js";
 import { TimeoutError } from "../errors/timeout-error.js";
 import type { TimerHandle } from "../contract/clock.js";
 import { costToCount, countToUnits } from "../contract/units.js";
-import { optionalObject, optionalSignal } from "../contract/validate.js";
+import { finiteNumber, optionalObject, optionalSignal } from "../contract/validate.js";
 import { BusyMeter } from "./busy-meter.js";
 import { DemandMeter } from "./demand-meter.js";
 import type { PartitionedRateLimiterEvents } from "./events.js";
@@ -213,8 +213,8 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       const count = this.checkCost(cost, "acquire(cost)");
       const opts = optionalObject("acquire(options)", options);
       const signal = optionalSignal("acquire(options.signal)", opts.signal);
-      const timeoutMs = opts.timeoutMs === undefined ? undefined : checkNumber("acquire(options.timeoutMs)", opts.timeoutMs, 0);
-      const priority = opts.priority === undefined ? 0 : checkNumber("acquire(options.priority)", opts.priority, -Infinity);
+      const timeoutMs = opts.timeoutMs === undefined ? undefined : finiteNumber("acquire(options.timeoutMs)", opts.timeoutMs, { min: 0 });
+      const priority = opts.priority === undefined ? 0 : finiteNumber("acquire(options.priority)", opts.priority);
       if (this.closing) return Promise.reject(this.closedError());
       if (signal?.aborted) return Promise.reject(signal.reason);
       const now = this.o.clock.now();
@@ -243,7 +243,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
    */
   reportThrottle(report: ThrottleReport = {}): void {
     const opts = optionalObject("reportThrottle(report)", report);
-    const retryAfterMs = opts.retryAfterMs === undefined ? null : checkNumber("reportThrottle(report.retryAfterMs)", opts.retryAfterMs, 0);
+    const retryAfterMs = opts.retryAfterMs === undefined ? null : finiteNumber("reportThrottle(report.retryAfterMs)", opts.retryAfterMs, { min: 0 });
     this.counts.throttles++;
     if (retryAfterMs !== null && retryAfterMs > 0) this.pauseFor(retryAfterMs);
     this.emit("throttled", { retryAfterMs });
@@ -251,7 +251,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
 
   /** Admits nothing for `ms` milliseconds (a Retry-After). Pauses only ever lengthen. */
   pauseFor(ms: number): void {
-    const duration = checkNumber("pauseFor(ms)", ms, 0);
+    const duration = finiteNumber("pauseFor(ms)", ms, { min: 0 });
     this.pacer.pauseUntil(this.o.clock.now() + duration);
     this.drain();
   }
@@ -261,7 +261,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
    * it is always safe; it never raises the pace above what is held.
    */
   setRateFactor(factor: number): void {
-    const f = checkNumber("setRateFactor(factor)", factor, 0);
+    const f = finiteNumber("setRateFactor(factor)", factor, { min: 0 });
     if (f <= 0 || f > 1) throw new ConfigError("setRateFactor(factor)", factor, "a number > 0 and <= 1");
     this.pacer.setRateFactor(f, this.o.clock.now());
     this.drain();
@@ -534,11 +534,4 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
     this.drainTimer = undefined;
     this.drainAt = Infinity;
   }
-}
-
-function checkNumber(option: string, value: unknown, min: number): number {
-  if (typeof value !== "number" || Number.isNaN(value) || value < min || (min === 0 && !Number.isFinite(value))) {
-    throw new ConfigError(option, value, min === -Infinity ? "a number" : `a finite number >= ${min}`);
-  }
-  return value;
 }

@@ -300,7 +300,7 @@ describe("EtcdLeaseBackend", () => {
         return revoke(...args);
       };
       const sentAt = Date.now();
-      const lost = await backend.tryAcquire({ resource, plan: STORED, candidates: [partition], holderId: "lost" }, { timeoutMs: 3000 }).then(() => null, (e: unknown) => e);
+      const lost = await backend.tryAcquire({ resource, plan: STORED, candidates: [partition], holderId: "lost" }, { timeoutMs: 1000 }).then(() => null, (e: unknown) => e);
       proxy.heal();
       expect(BackendError.is(lost) || TimeoutError.is(lost)).toBe(true);
       const heldBy = (await observer.inspect(resource, opts)).partitions[partition]!.holderId;

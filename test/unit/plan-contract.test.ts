@@ -184,13 +184,19 @@ describe("first use of a new resource", () => {
     const warm = new PartitionedRateLimiter({ resource: "warm", limit: 500, intervalMs: 1000, partitions: 20, backend });
     await warm.acquire();
     await warm.close();
-    const limiter = new PartitionedRateLimiter({ resource: "orders-db", limit: 500, intervalMs: 1000, partitions: 20, backend });
-    const started = performance.now();
-    await limiter.acquire();
-    const ms = performance.now() - started;
-    process.stdout.write(`first acquire() of a new resource on the memory backend: ${ms.toFixed(2)} ms\n`);
-    expect(ms).toBeLessThan(10);
-    await limiter.close();
+    // Five brand-new resources, the median judged: one measurement on a loaded machine can take a
+    // scheduler's or the collector's pause (CI once measured 21 ms while two test workers ran).
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const limiter = new PartitionedRateLimiter({ resource: `orders-db-${i}`, limit: 500, intervalMs: 1000, partitions: 20, backend });
+      const started = performance.now();
+      await limiter.acquire();
+      times.push(performance.now() - started);
+      await limiter.close();
+    }
+    const median = [...times].sort((a, b) => a - b)[2]!;
+    process.stdout.write(`first acquire() of a new resource on the memory backend: ${times.map((t) => t.toFixed(2)).join(", ")} ms (median ${median.toFixed(2)})\n`);
+    expect(median).toBeLessThan(10);
   });
 
   test("a backend that lost its state announces the grace: a 'grace' event and stats().backend", async () => {

@@ -1,3 +1,4 @@
+import { ContainerClient } from "@azure/storage-blob";
 import fc from "fast-check";
 import { Redis } from "ioredis";
 import { ConfigError } from "../../src/errors/config-error.js";
@@ -53,7 +54,7 @@ const PLAN_OPTIONS = new Set(["plan", ...PLAN_FIELDS.map((f) => `plan.${f}`)]);
 /** The option a constructor ConfigError names, without the `pools.name` suffix. */
 const rootOption = (option: string) => option.split(".")[0]!;
 
-function base(clock: VirtualClock, backend = new MemoryLeaseBackend({ clock })): PartitionedRateLimiterOptions {
+function base(clock: VirtualClock, backend: LeaseBackend = new MemoryLeaseBackend({ clock })): PartitionedRateLimiterOptions {
   return { resource: "bad-input", limit: 100, intervalMs: 1000, partitions: 10, backend, clock, leaseTtlMs: 3000 };
 }
 
@@ -188,6 +189,10 @@ describe("constructor options", () => {
     const wholeSeconds = new WholeSeconds({ clock });
     const error = configError(() => new PartitionedRateLimiter({ ...base(clock, wholeSeconds), leaseTtlMs: 3500 }), "leaseTtlMs");
     expect(error.message).toContain("whole seconds");
+    // The Azure backend itself (its client makes no call until used): 10 s is below its 15 s.
+    const azure = new AzureBlobLeaseBackend({ containerClient: new ContainerClient("http://127.0.0.1:10000/devstoreaccount1/leases") });
+    const azureError = configError(() => new PartitionedRateLimiter({ ...base(clock, azure), leaseTtlMs: 10_000 }), "leaseTtlMs");
+    expect(azureError.message).toMatch(/15/);
     configError(() => new PartitionedRateLimiter({ ...base(clock, wholeSeconds), leaseTtlMs: 1000 }), "leaseTtlMs");
     configError(() => new PartitionedRateLimiter({ ...base(clock), maxPartitions: 2, reserve: 3 }), "reserve");
     configError(() => new PartitionedRateLimiter({ ...base(clock), maxPartitions: 2, minPartitions: 3 }), "minPartitions");

@@ -12,7 +12,6 @@ import type {
   Lease,
   LeaseBackend,
   LeaseTtlRule,
-  PublishedHolder,
   ResourceState,
 } from "../contract/lease-backend.js";
 import { encodeStoredPlan, storedPlanBody, storedPlanOrThrow, validatePlan, type Plan, type StoredPlan } from "../contract/plan.js";
@@ -61,9 +60,6 @@ type AcquireOutcome = AcquireResult | { kind: "split" } | { kind: "missing" } | 
 /** How long reads wait for stragglers once a quorum has answered, in ms. */
 const READ_SETTLE_MS = 100;
 
-/** How far apart the servers' first-sighting stamps of one record may lie (their clocks, their arrival order). */
-const SINCE_SPREAD_MS = 5_000;
-
 /**
  * RedlockLeaseBackend spreads every lease over three or more independent Redis servers and
  * counts it only when a majority (`floor(n/2)+1`) granted it, so one server's crash, pause, loss
@@ -99,13 +95,6 @@ export class RedlockLeaseBackend implements LeaseBackend {
   private readonly quorum: number;
   /** Resources where a server's plan disagrees with the majority: the next tryAcquire asks for ensurePlan, which repairs it. */
   private readonly needsRepair = new Set<string>();
-  /**
-   * Per resource and holder, the `since` this instance reported first. Each server stamps a record
-   * with its own clock when it first sees it, so the answer of whichever server the round read
-   * differs from another's by a few ms; fair-share order reads `since`, so one instance reports one
-   * value while the record lasts (found by the conformance suite against external servers).
-   */
-  private readonly sinceReported = new Map<string, Map<string, number>>();
 
   /** Creates a backend over `options.clients`; throws ConfigError for fewer than three or unsuitable clients. */
   constructor(options: RedlockLeaseBackendOptions) {
@@ -224,32 +213,6 @@ export class RedlockLeaseBackend implements LeaseBackend {
     });
   }
 
-  /**
-   * `holders` with each holder's `since` as first reported by this instance, unless the servers'
-   * value moved by more than {@link SINCE_SPREAD_MS} (a record created again). Holders no longer
-   * published are forgotten.
-   */
-  private steadySince(resource: string, holders: PublishedHolder[]): PublishedHolder[] {
-    let reported = this.sinceReported.get(resource);
-    if (!reported) {
-      reported = new Map();
-      this.sinceReported.set(resource, reported);
-    }
-    const present = new Set<string>();
-    const out = holders.map((h) => {
-      present.add(h.holderId);
-      const first = reported.get(h.holderId);
-      if (first === undefined || Math.abs(first - h.since) > SINCE_SPREAD_MS) {
-        reported.set(h.holderId, h.since);
-        return h;
-      }
-      return first === h.since ? h : { ...h, since: first };
-    });
-    for (const id of [...reported.keys()]) if (!present.has(id)) reported.delete(id);
-    if (reported.size === 0) this.sinceReported.delete(resource);
-    return out;
-  }
-
   async heartbeat(request: HeartbeatRequest, opts: CallOptions): Promise<HeartbeatResult> {
     const { resource, leases } = request;
     const keys = this.keys(resource);
@@ -284,7 +247,7 @@ export class RedlockLeaseBackend implements LeaseBackend {
           if (graceMs > 0 && !state.final) return undefined;
           const records = [...state.votes].filter((v): v is Extract<Vote<HeartbeatReply>, { ok: true }> => v.ok).sort((a, b) => a.index - b.index)[0]?.value.records ?? [];
           const samePlan = answers.filter((a) => a.samePlan).length >= state.quorum;
-          return { renewed, samePlan, epoch: epochs ?? null, graceMs, holders: this.steadySince(resource, toPublishedHolders(records)) };
+          return { renewed, samePlan, epoch: epochs ?? null, graceMs, holders: toPublishedHolders(records) };
         },
         // A stalled minority must not hold a heartbeat whose leases are decided but for it
         // longer than this (only while a grace runs, see above).

@@ -261,8 +261,7 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
    * it is always safe; it never raises the pace above what is held.
    */
   setRateFactor(factor: number): void {
-    const f = finiteNumber("setRateFactor(factor)", factor, { min: 0 });
-    if (f <= 0 || f > 1) throw new ConfigError("setRateFactor(factor)", factor, "a number > 0 and <= 1");
+    const f = finiteNumber("setRateFactor(factor)", factor, { min: 0, minExclusive: true, max: 1 });
     this.pacer.setRateFactor(f, this.o.clock.now());
     this.drain();
   }
@@ -513,10 +512,10 @@ export class PartitionedRateLimiter extends EventEmitter<PartitionedRateLimiterE
       at = this.pacer.pauseEnd;
     }
     // Waking for every admission of a smooth pace would cost a timer each; an eighth of a slice
-    // lets tokens for several waiters build up (admitting later is always safe). The estimate
-    // rounds refills as the decision does; a microsecond past it absorbs float error in
-    // `now + delay`. An estimate at or before now did not admit (the clock moved backwards across
-    // an edge, a partition turned unusable): look again an eighth of a slice later, not in a spin.
+    // lets tokens for several waiters build up (admitting later is always safe), but not past a
+    // refilling bucket's fill, which would waste its refill. The estimate rounds refills as the
+    // decision does; a microsecond past it absorbs float error in `now + delay`. An estimate at or
+    // before now did not admit: look again an eighth of a slice later, not in a spin.
     const batchMs = (this.manager.current?.sliceMs ?? 8) / 8;
     const delay = at > now ? Math.max(at - now + 0.001, Math.min(batchMs, this.pacer.fullBucketLeadMs(now))) : batchMs;
     if (this.drainTimer !== undefined && this.drainAt <= now + delay) return;
